@@ -1,0 +1,1 @@
+//! FEEL (Friendly Enough Expression Language) with Zeebe semantics.
