@@ -51,6 +51,20 @@ const TYPE_NAMES: [&str; 13] = [
     "Null",
 ];
 
+/// Words that join expressions, so a run of words containing one is not a function name.
+const OPERATOR_WORDS: [&str; 10] = [
+    "and",
+    "or",
+    "in",
+    "between",
+    "instance",
+    "of",
+    "then",
+    "else",
+    "return",
+    "satisfies",
+];
+
 /// Deepest nesting the parser accepts, so that hostile input cannot overflow the stack.
 const MAX_DEPTH: usize = 128;
 
@@ -169,7 +183,12 @@ fn lex_string(src: &str, start: usize) -> Result<(String, usize), FeelError> {
                             .and_then(char::from_u32)
                             .ok_or_else(|| syntax(at, "invalid \\u escape"))?
                     }
-                    _ => return Err(syntax(at, "invalid escape sequence")),
+                    // Other sequences (`\d`, `\s`) stay verbatim so that regular expressions read naturally.
+                    Some(other) => {
+                        out.push('\\');
+                        other
+                    }
+                    None => return Err(syntax(start, "unterminated string")),
                 };
                 out.push(escaped);
             }
@@ -194,6 +213,7 @@ pub(crate) fn parse(src: &str) -> Result<Ast, FeelError> {
         tokens: lex(src)?,
         i: 0,
         depth: 0,
+        in_range_end: false,
     };
     let ast = parser.expression()?;
     if parser.peek() != &Tok::End {
@@ -206,6 +226,8 @@ struct Parser {
     tokens: Vec<Token>,
     i: usize,
     depth: usize,
+    /// Parsing the end of a range, where `[` closes the range (`[1..10[`) instead of filtering.
+    in_range_end: bool,
 }
 
 impl Parser {
@@ -420,7 +442,10 @@ impl Parser {
     }
 
     fn range_end(&mut self, start: Ast, start_inclusive: bool) -> Result<UnaryTest, FeelError> {
-        let end = self.additive()?;
+        self.in_range_end = true;
+        let end = self.additive();
+        self.in_range_end = false;
+        let end = end?;
         let end_inclusive = if self.eat_sym("]") {
             true
         } else if self.eat_sym(")") || self.eat_sym("[") {
@@ -500,7 +525,7 @@ impl Parser {
                     }
                     other => Ast::Path(Box::new(other), key),
                 };
-            } else if self.eat_sym("[") {
+            } else if !self.in_range_end && self.eat_sym("[") {
                 let filter = self.expression()?;
                 self.expect_sym("]")?;
                 ast = Ast::Filter(Box::new(ast), Box::new(filter));
@@ -625,19 +650,20 @@ impl Parser {
             "function" if matches!(self.peek_at(1), Tok::Sym("(")) => return self.lambda(),
             _ => {}
         }
-        // The longest run of words followed by `(` that names a built-in wins.
-        let mut words = vec![word.to_string()];
+        // A run of words directly followed by `(` is a call if it names a built-in, is a single word,
+        // or contains no operator keyword (so that `random number()` reports an unknown function,
+        // while `a and f(x)` stays a conjunction).
+        let mut words = vec![word];
         while let Tok::Name(w) = self.peek_at(words.len()) {
-            words.push(w.clone());
+            words.push(w);
         }
-        for n in (1..=words.len()).rev() {
-            if !matches!(self.peek_at(n), Tok::Sym("(")) {
-                continue;
-            }
-            let name = words[..n].join(" ");
+        if matches!(self.peek_at(words.len()), Tok::Sym("(")) {
+            let count = words.len();
+            let name = words.join(" ");
             let builtin = builtins::lookup(&name);
-            if builtin.is_some() || n == 1 {
-                self.i += n;
+            if builtin.is_some() || count == 1 || !words.iter().any(|w| OPERATOR_WORDS.contains(w))
+            {
+                self.i += count;
                 return self.call(name.into(), builtin);
             }
         }
