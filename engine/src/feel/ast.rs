@@ -32,7 +32,7 @@ pub(crate) enum Ast {
     For(Vec<(Arc<str>, Iteration)>, Box<Ast>),
     Quantified {
         every: bool,
-        bindings: Vec<(Arc<str>, Ast)>,
+        bindings: Vec<(Arc<str>, Iteration)>,
         condition: Box<Ast>,
     },
     Call {

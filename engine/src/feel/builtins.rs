@@ -431,6 +431,9 @@ fn merge_sort(
 }
 
 fn sort(ev: &mut Evaluator<'_>, mut a: ArgList) -> Result<Value, FeelError> {
+    if !a.has(0) {
+        return Ok(Value::Null);
+    }
     let items = a.list(0)?;
     let sorted = match a.take(1) {
         Value::Function(function) => merge_sort(items, &mut |x, y| {
@@ -525,6 +528,10 @@ fn date(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelError> {
 }
 
 fn time(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelError> {
+    // Only the offset may be null; a missing hour, minute or second makes the time unknown.
+    if (0..a.len().min(3)).any(|i| !a.has(i)) {
+        return Ok(Value::Null);
+    }
     match a.len() {
         1 => Ok(match a.get(0) {
             Value::String(s) => Time::parse(s)
@@ -695,6 +702,9 @@ fn merge(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelError> {
 }
 
 fn string_join(_: &mut Evaluator<'_>, mut a: ArgList) -> Result<Value, FeelError> {
+    if !a.has(0) {
+        return Ok(Value::Null);
+    }
     let items = a.list(0)?;
     let separator = if a.has(1) { a.str(1)? } else { "" };
     let mut out = if a.has(2) {

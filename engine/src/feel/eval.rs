@@ -298,15 +298,11 @@ impl<'a> Evaluator<'a> {
     fn quantified(
         &mut self,
         every: bool,
-        bindings: &[(Arc<str>, Ast)],
+        bindings: &[(Arc<str>, Iteration)],
         condition: &Ast,
     ) -> Result<Value, FeelError> {
-        let iterations: Vec<(Arc<str>, Iteration)> = bindings
-            .iter()
-            .map(|(name, source)| (Arc::clone(name), Iteration::Collection(source.clone())))
-            .collect();
         let mut results = Vec::new();
-        if !self.for_each(&iterations, condition, &mut results)? {
+        if !self.for_each(bindings, condition, &mut results)? {
             return Ok(Value::Null);
         }
         Ok(Value::Bool(if every {

@@ -324,7 +324,9 @@ impl Parser {
         if self.depth > MAX_DEPTH {
             return Err(syntax(self.pos(), "expression is nested too deeply"));
         }
+        let in_range_end = std::mem::replace(&mut self.in_range_end, false);
         let result = self.disjunction();
+        self.in_range_end = in_range_end;
         self.depth -= 1;
         result
     }
@@ -745,7 +747,7 @@ impl Parser {
         loop {
             let name = self.name()?;
             self.expect_keyword("in")?;
-            bindings.push((name, self.expression()?));
+            bindings.push((name, Iteration::Collection(self.expression()?)));
             if !self.eat_sym(",") {
                 break;
             }

@@ -959,3 +959,31 @@ fn realistic_expressions_evaluate() {
     );
     assert_eq!(eval_with("count(items[quantity > 1])", vars), json!(1));
 }
+
+#[test]
+fn expressions_and_values_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Expression>();
+    assert_send_sync::<Value>();
+    assert_send_sync::<FeelError>();
+}
+
+#[test]
+fn functions_tolerating_null_return_null_for_a_missing_input() {
+    check(&[
+        ("time(missing)", json!(null)),
+        ("time(10, missing, 0)", json!(null)),
+        ("string join(missing)", json!(null)),
+        ("sort(missing, function(a, b) a < b)", json!(null)),
+        ("list contains(missing, 1)", json!(null)),
+        ("some x in missing satisfies x > 1", json!(null)),
+    ]);
+}
+
+#[test]
+fn range_end_may_contain_a_filter_in_parentheses() {
+    assert_eq!(
+        eval_with("5 in [1..(xs[2])]", json!({"xs": [1, 9]})),
+        json!(true)
+    );
+}
