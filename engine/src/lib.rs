@@ -4,4 +4,6 @@
 //! partition's state, and it answers with the records to append to the log and the responses to send.
 //! It does no I/O, reads no clock and spawns nothing, so that replaying a log always gives the same state.
 
+pub mod bpmn;
 pub mod feel;
+pub mod model;
