@@ -1,0 +1,109 @@
+//! Reconciling an `Exporter`: it owns no objects (the Cluster reconciler writes its configuration),
+//! so this only checks its settings and reports where they were applied, as read from the Cluster's
+//! status.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+
+use super::{apply_status, Context, Error, RESYNC, WAIT};
+use crate::builders::render_broker_config;
+use crate::crd::{AppliedTo, Cluster, Exporter, ExporterStatus};
+use crate::status::{conditions, transition, Health};
+
+const KIND: &str = "Exporter";
+
+pub async fn reconcile_exporter(
+    exporter: Arc<Exporter>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start_reconcile(KIND);
+    let namespace = exporter
+        .namespace()
+        .ok_or(Error::NoNamespace { kind: KIND })?;
+    let name = exporter.name_any();
+    let cluster_name = &exporter.spec.cluster_ref.name;
+
+    if let Err(error) = render_broker_config(None, std::slice::from_ref(exporter.as_ref())) {
+        let health = Health::degraded("InvalidSettings", error.to_string());
+        report(&ctx, &exporter, health, None).await?;
+        return Ok(Action::await_change());
+    }
+
+    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(cluster) = clusters.get_opt(cluster_name).await? else {
+        let health = Health::degraded(
+            "ClusterNotFound",
+            format!(
+                "Cluster {cluster_name} does not exist in namespace {namespace}; waiting for it"
+            ),
+        );
+        report(&ctx, &exporter, health, None).await?;
+        return Ok(Action::requeue(WAIT));
+    };
+
+    let cluster_status = cluster.status.clone().unwrap_or_default();
+    let config_map = crate::builders::config_map_name(cluster_name);
+    let (health, applied_to) = if !exporter.spec.enabled {
+        (
+            Health::ready(
+                "Disabled",
+                format!("disabled; left out of Cluster {cluster_name}'s configuration"),
+            ),
+            None,
+        )
+    } else if cluster_status.exporters.contains(&name) {
+        let applied = AppliedTo {
+            cluster: cluster_name.clone(),
+            config_map: config_map.clone(),
+            config_hash: cluster_status.config_hash.clone(),
+        };
+        (
+            Health::ready(
+                "Applied",
+                format!("configured in ConfigMap {config_map} of Cluster {cluster_name}"),
+            ),
+            Some(applied),
+        )
+    } else {
+        (
+            Health::progressing(
+                "Pending",
+                format!("waiting for Cluster {cluster_name} to take the configuration"),
+            ),
+            None,
+        )
+    };
+    let ready = matches!(health, Health::Ready { .. });
+    report(&ctx, &exporter, health, applied_to).await?;
+    Ok(Action::requeue(if ready { RESYNC } else { WAIT }))
+}
+
+async fn report(
+    ctx: &Context,
+    exporter: &Exporter,
+    health: Health,
+    applied_to: Option<AppliedTo>,
+) -> Result<(), Error> {
+    let previous = exporter.status.clone().unwrap_or_default();
+    let generation = exporter.metadata.generation;
+    let status = ExporterStatus {
+        observed_generation: generation,
+        conditions: conditions(
+            &previous.conditions,
+            &health,
+            generation,
+            &Time(Timestamp::now()),
+        ),
+        applied_to,
+    };
+    apply_status(&ctx.client, exporter, status).await?;
+    if let Some(event) = transition(&previous.conditions, &health) {
+        ctx.publish(exporter, "Reconcile", event).await;
+    }
+    Ok(())
+}
