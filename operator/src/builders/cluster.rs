@@ -4,6 +4,8 @@
 //! Choices worth knowing:
 //! - The node id is the pod's StatefulSet ordinal, read through the downward API from the
 //!   `apps.kubernetes.io/pod-index` label (Kubernetes 1.28+), so the image needs no shell entrypoint.
+//!   Likewise the address a broker advertises to gateways is its stable DNS name, built from the pod
+//!   name by Kubernetes' `$(VAR)` expansion.
 //! - Pods start in parallel: a broker only becomes ready once its partitions have a quorum, so
 //!   ordered start-up would wait forever for broker 0.
 //! - The headless Service publishes not-ready addresses, so brokers find each other while forming.
@@ -316,18 +318,31 @@ pub fn build_stateful_set(
         ports::BROKER_INTERNAL,
     )
     .join(",");
-    let mut env_vars = vec![
-        EnvVar {
-            name: "WAGGLE_NODE_ID".to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.labels['apps.kubernetes.io/pod-index']".to_owned(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..ObjectFieldSelector::default()
             }),
-            ..EnvVar::default()
-        },
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let mut env_vars = vec![
+        field("POD_NAME", "metadata.name"),
+        field(
+            "WAGGLE_NODE_ID",
+            "metadata.labels['apps.kubernetes.io/pod-index']",
+        ),
+        env(
+            "WAGGLE_ADVERTISED_COMMAND_ADDR",
+            format!(
+                "$(POD_NAME).{set_name}.{}.svc:{}",
+                id.namespace,
+                ports::BROKER_COMMAND
+            ),
+        ),
         env("WAGGLE_CLUSTER_SIZE", spec.brokers.to_string()),
         env("WAGGLE_PARTITIONS", spec.partitions.to_string()),
         env(
