@@ -1,0 +1,205 @@
+//! Sends one command to one partition's leader, following the leader when it moves.
+//!
+//! Leadership changes are routine in a replicated cluster (a broker restarts, an election
+//! happens), so a request that reaches a broker that no longer leads, or cannot reach its broker at
+//! all, is not failed: the gateway asks for a fresh topology, backs off briefly and tries the
+//! leader it then knows, until the request's deadline. Only then does the client see UNAVAILABLE.
+//!
+//! Retrying after a transport failure means a command may, rarely, reach a broker twice (the first
+//! attempt was processed but its answer lost). Zeebe's gateway accepts the same trade-off.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use waggle_protocol::{
+    broker_rpc::CommandEnvelope,
+    command::{decode, encode, BrokerError, BrokerReply, ClientCommand, CommandResult},
+};
+
+use crate::cluster::Cluster;
+
+/// First pause between attempts; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// Retried until the deadline without reaching a leader.
+    #[error("partition {partition} is unavailable: {cause}")]
+    Unavailable { partition: u32, cause: String },
+    /// The leader did not answer in time.
+    #[error("partition {partition} did not answer within {} ms", .after.as_millis())]
+    Timeout { partition: u32, after: Duration },
+    /// The broker refused the command for a reason retrying cannot fix.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The broker's gRPC layer failed the call in an unexpected way.
+    #[error("broker {broker} failed the call: {status}")]
+    Rpc {
+        broker: String,
+        status: Box<tonic::Status>,
+    },
+    #[error("no broker has reported the cluster topology yet (configured brokers: {brokers})")]
+    NoTopology { brokers: String },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// Sends commands to partition leaders. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Dispatcher {
+    cluster: Arc<Cluster>,
+    shutdown: CancellationToken,
+}
+
+/// The outcome of one attempt that may be worth repeating elsewhere.
+enum Attempt {
+    Done(Result<CommandResult, DispatchError>),
+    Retry(String),
+}
+
+impl Dispatcher {
+    pub fn new(cluster: Arc<Cluster>, shutdown: CancellationToken) -> Dispatcher {
+        Dispatcher { cluster, shutdown }
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Runs `command` on `partition`, retrying on the current leader until `deadline`.
+    pub async fn execute(
+        &self,
+        partition: u32,
+        command: &ClientCommand,
+        deadline: Instant,
+    ) -> Result<CommandResult, DispatchError> {
+        tokio::select! {
+            result = self.execute_until(partition, command, deadline) => result,
+            _ = self.shutdown.cancelled() => Err(DispatchError::ShuttingDown),
+        }
+    }
+
+    /// The partition count, waiting for the first topology until `deadline` if need be.
+    pub async fn partitions_count(&self, deadline: Instant) -> Result<u32, DispatchError> {
+        let mut views = self.cluster.subscribe();
+        loop {
+            let count = views.borrow_and_update().partitions_count;
+            if count > 0 {
+                return Ok(count);
+            }
+            self.cluster.request_refresh();
+            let changed = tokio::select! {
+                changed = tokio::time::timeout_at(deadline, views.changed()) => changed,
+                _ = self.shutdown.cancelled() => return Err(DispatchError::ShuttingDown),
+            };
+            if !matches!(changed, Ok(Ok(()))) {
+                let brokers = self
+                    .cluster
+                    .brokers()
+                    .iter()
+                    .map(|b| b.addr.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(DispatchError::NoTopology { brokers });
+            }
+        }
+    }
+
+    async fn execute_until(
+        &self,
+        partition: u32,
+        command: &ClientCommand,
+        deadline: Instant,
+    ) -> Result<CommandResult, DispatchError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let cause = match self.attempt(partition, command, deadline).await {
+                Attempt::Done(result) => return result,
+                Attempt::Retry(cause) => cause,
+            };
+            self.cluster.request_refresh();
+            if Instant::now() + backoff >= deadline {
+                return Err(DispatchError::Unavailable { partition, cause });
+            }
+            tracing::debug!(partition, %cause, ?backoff, "retrying on the current leader");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn attempt(&self, partition: u32, command: &ClientCommand, deadline: Instant) -> Attempt {
+        let view = self.cluster.view();
+        let Some(index) = view.leader(partition) else {
+            return Attempt::Retry(if view.partitions_count == 0 {
+                "no broker has answered the gateway's topology queries yet".into()
+            } else {
+                format!("no reachable broker currently leads partition {partition}")
+            });
+        };
+        let broker = self.cluster.broker(index);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut request = tonic::Request::new(CommandEnvelope {
+            partition_id: partition,
+            // Encoded per attempt, straight into the envelope the generated client takes by
+            // value: one copy of large payloads (resources, variables) per attempt, no more.
+            payload: encode(command),
+        });
+        request.set_timeout(remaining);
+        let mut client = broker.client.clone();
+        let answer = match tokio::time::timeout_at(deadline, client.execute(request)).await {
+            Err(_) => {
+                return Attempt::Done(Err(DispatchError::Timeout {
+                    partition,
+                    after: remaining,
+                }))
+            }
+            Ok(answer) => answer,
+        };
+        match answer {
+            Ok(response) => match decode::<BrokerReply>(&response.into_inner().payload) {
+                Ok(Ok(result)) => Attempt::Done(Ok(result)),
+                Ok(Err(error)) => classify_broker_error(error, &broker.addr),
+                Err(malformed) => Attempt::Done(Err(malformed.into())),
+            },
+            Err(status) => classify_status(partition, status, &broker.addr, remaining),
+        }
+    }
+}
+
+fn classify_broker_error(error: BrokerError, broker: &str) -> Attempt {
+    match error {
+        BrokerError::NotLeader { .. }
+        | BrokerError::PartitionNotFound { .. }
+        | BrokerError::ShuttingDown => Attempt::Retry(format!("broker {broker}: {error}")),
+        other => Attempt::Done(Err(other.into())),
+    }
+}
+
+fn classify_status(
+    partition: u32,
+    status: tonic::Status,
+    broker: &str,
+    remaining: Duration,
+) -> Attempt {
+    match status.code() {
+        // Connection refused or reset, broker restarting: the command may go elsewhere.
+        tonic::Code::Unavailable => Attempt::Retry(format!(
+            "cannot reach broker {broker}: {}",
+            status.message()
+        )),
+        tonic::Code::DeadlineExceeded => Attempt::Done(Err(DispatchError::Timeout {
+            partition,
+            after: remaining,
+        })),
+        tonic::Code::ResourceExhausted => Attempt::Done(Err(BrokerError::Backpressure {
+            partition_id: partition,
+        }
+        .into())),
+        _ => Attempt::Done(Err(DispatchError::Rpc {
+            broker: broker.to_owned(),
+            status: Box::new(status),
+        })),
+    }
+}

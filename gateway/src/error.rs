@@ -1,0 +1,213 @@
+//! The one place where errors become gRPC status codes.
+//!
+//! Zeebe clients act on status codes: they retry RESOURCE_EXHAUSTED and UNAVAILABLE, give up on
+//! INVALID_ARGUMENT and NOT_FOUND, and show the message to the user. Keeping the whole mapping here
+//! makes it reviewable at a glance and keeps every RPC consistent. Messages pass the broker's reason
+//! through unchanged, because that reason says what to fix.
+
+use tonic::{body::Body, codegen::http, Code, Status};
+use waggle_protocol::{command::BrokerError, record::RejectionType};
+
+use crate::{dispatch::DispatchError, service::ServiceError, translate::TranslateError};
+
+/// The status code for an engine rejection.
+pub fn rejection_code(kind: RejectionType) -> Code {
+    match kind {
+        RejectionType::InvalidArgument => Code::InvalidArgument,
+        RejectionType::NotFound => Code::NotFound,
+        RejectionType::AlreadyExists => Code::AlreadyExists,
+        RejectionType::InvalidState => Code::FailedPrecondition,
+        RejectionType::ProcessingError => Code::Internal,
+        // The command would produce more data than fits one log entry: only a smaller request
+        // can succeed, so retrying (as clients do on RESOURCE_EXHAUSTED) would not help.
+        RejectionType::ExceededBatchRecordSize => Code::InvalidArgument,
+    }
+}
+
+/// The status code for a broker that could not hand the command to its engine.
+pub fn broker_error_code(error: &BrokerError) -> Code {
+    match error {
+        BrokerError::Backpressure { .. } => Code::ResourceExhausted,
+        BrokerError::Timeout { .. } => Code::DeadlineExceeded,
+        BrokerError::NotLeader { .. }
+        | BrokerError::PartitionNotFound { .. }
+        | BrokerError::ShuttingDown => Code::Unavailable,
+        BrokerError::Malformed(_) | BrokerError::Internal(_) => Code::Internal,
+    }
+}
+
+impl From<TranslateError> for Status {
+    fn from(error: TranslateError) -> Status {
+        match error {
+            TranslateError::Rejected { kind, reason } => Status::new(rejection_code(kind), reason),
+            TranslateError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            TranslateError::Unsupported { .. } => Status::unimplemented(error.to_string()),
+            TranslateError::UnexpectedResult { .. } => Status::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<DispatchError> for Status {
+    fn from(error: DispatchError) -> Status {
+        let code = match &error {
+            DispatchError::Broker(broker) => broker_error_code(broker),
+            DispatchError::Unavailable { .. }
+            | DispatchError::NoTopology { .. }
+            | DispatchError::ShuttingDown => Code::Unavailable,
+            DispatchError::Timeout { .. } => Code::DeadlineExceeded,
+            DispatchError::Rpc { .. } => Code::Internal,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Status {
+        match error {
+            ServiceError::Translate(e) => e.into(),
+            ServiceError::Dispatch(e) => e.into(),
+            ServiceError::UnknownKey { .. } => Status::not_found(error.to_string()),
+            ServiceError::Unimplemented { .. } => Status::unimplemented(error.to_string()),
+            ServiceError::ResultTimeout { .. } => Status::deadline_exceeded(error.to_string()),
+        }
+    }
+}
+
+/// tonic answers a request above the decoding limit with OUT_OF_RANGE. gRPC's Java and Go
+/// implementations (and so Zeebe's gateway) answer RESOURCE_EXHAUSTED, which is what Zeebe clients
+/// expect, and the wording does not tell the user what to do; this rewrites both. It runs on every
+/// response, so it only looks at trailers-only error responses.
+pub fn oversized_request_status(mut response: http::Response<Body>) -> http::Response<Body> {
+    const TONIC_PREFIX: &str = "Error, decoded message length too large: ";
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() != Code::OutOfRange {
+        return response;
+    }
+    let Some(sizes) = status.message().strip_prefix(TONIC_PREFIX) else {
+        return response;
+    };
+    let rewritten = Status::resource_exhausted(format!(
+        "the request is larger than this gateway accepts ({sizes}); send smaller variables or \
+         resources, or raise the gateway's max_message_size"
+    ));
+    let headers = response.headers_mut();
+    headers.remove("grpc-message");
+    if rewritten.add_header(headers).is_err() {
+        tracing::warn!("could not rewrite the status of an oversized request");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_map_to_the_codes_zeebe_clients_expect() {
+        let cases = [
+            (RejectionType::InvalidArgument, Code::InvalidArgument),
+            (RejectionType::NotFound, Code::NotFound),
+            (RejectionType::AlreadyExists, Code::AlreadyExists),
+            (RejectionType::InvalidState, Code::FailedPrecondition),
+            (RejectionType::ProcessingError, Code::Internal),
+            (
+                RejectionType::ExceededBatchRecordSize,
+                Code::InvalidArgument,
+            ),
+        ];
+        for (kind, code) in cases {
+            let status = Status::from(TranslateError::Rejected {
+                kind,
+                reason: "because".into(),
+            });
+            assert_eq!(status.code(), code, "{kind:?}");
+            assert_eq!(status.message(), "because");
+        }
+    }
+
+    #[test]
+    fn broker_errors_map_to_retryable_or_final_codes() {
+        let cases = [
+            (
+                BrokerError::Backpressure { partition_id: 1 },
+                Code::ResourceExhausted,
+            ),
+            (BrokerError::Timeout { millis: 5 }, Code::DeadlineExceeded),
+            (
+                BrokerError::NotLeader {
+                    partition_id: 1,
+                    leader: None,
+                },
+                Code::Unavailable,
+            ),
+            (
+                BrokerError::PartitionNotFound { partition_id: 1 },
+                Code::Unavailable,
+            ),
+            (BrokerError::ShuttingDown, Code::Unavailable),
+            (BrokerError::Malformed("x".into()), Code::Internal),
+            (BrokerError::Internal("disk".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = Status::from(DispatchError::Broker(error));
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
+    }
+
+    #[test]
+    fn exhausted_retries_and_timeouts_are_unavailable_and_deadline_exceeded() {
+        let status = Status::from(DispatchError::Unavailable {
+            partition: 2,
+            cause: "cannot reach broker b:1".into(),
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "partition 2 is unavailable: cannot reach broker b:1"
+        );
+        let status = Status::from(DispatchError::Timeout {
+            partition: 2,
+            after: std::time::Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            status.message(),
+            "partition 2 did not answer within 1500 ms"
+        );
+    }
+
+    #[test]
+    fn oversized_request_becomes_resource_exhausted_with_advice() {
+        let mut response = http::Response::new(Body::empty());
+        Status::out_of_range(
+            "Error, decoded message length too large: found 10 bytes, the limit is: 5 bytes",
+        )
+        .add_header(response.headers_mut())
+        .unwrap();
+        let status = Status::from_header_map(oversized_request_status(response).headers()).unwrap();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().starts_with(
+                "the request is larger than this gateway accepts (found 10 bytes, the limit is: 5 bytes)"
+            ),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn other_responses_are_left_alone() {
+        let mut response = http::Response::new(Body::empty());
+        Status::out_of_range("index 7 is out of range")
+            .add_header(response.headers_mut())
+            .unwrap();
+        let status = Status::from_header_map(oversized_request_status(response).headers()).unwrap();
+        assert_eq!(status.code(), Code::OutOfRange);
+        let plain = oversized_request_status(http::Response::new(Body::empty()));
+        assert!(Status::from_header_map(plain.headers()).is_none());
+    }
+}
