@@ -189,10 +189,14 @@ fn classify_status(
             "cannot reach broker {broker}: {}",
             status.message()
         )),
-        tonic::Code::DeadlineExceeded => Attempt::Done(Err(DispatchError::Timeout {
-            partition,
-            after: remaining,
-        })),
+        // A tonic broker answers CANCELLED ("Timeout expired") when the deadline this gateway
+        // sent along in `grpc-timeout` passes, usually just before the gateway's own timer fires.
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            Attempt::Done(Err(DispatchError::Timeout {
+                partition,
+                after: remaining,
+            }))
+        }
         tonic::Code::ResourceExhausted => Attempt::Done(Err(BrokerError::Backpressure {
             partition_id: partition,
         }

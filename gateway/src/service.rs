@@ -124,8 +124,8 @@ impl GatewayService {
         entity: &'static str,
         key: i64,
         command: ClientCommand,
+        deadline: Instant,
     ) -> Result<CommandResult, ServiceError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
         let partition = self.key_partition(entity, key, deadline).await?;
         self.run(partition, &command, deadline).await
     }
@@ -133,15 +133,6 @@ impl GatewayService {
     async fn round_robin_partition(&self, deadline: Instant) -> Result<u32, ServiceError> {
         let partitions = self.dispatcher.partitions_count(deadline).await?;
         Ok(self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions + 1)
-    }
-
-    async fn deploy(&self, command: ClientCommand) -> Result<CommandResult, ServiceError> {
-        self.run(
-            DEPLOYMENT_PARTITION,
-            &command,
-            Instant::now() + REQUEST_TIMEOUT,
-        )
-        .await
     }
 
     async fn topology_response(&self) -> pb::TopologyResponse {
@@ -223,6 +214,36 @@ fn health(health: PartitionHealth) -> partition::PartitionBrokerHealth {
     }
 }
 
+/// When to give up on a request: after `limit`, or a little before the deadline the client set
+/// (gRPC's `grpc-timeout` header), so that the client learns why rather than only that time ran out.
+fn request_deadline<T>(request: &Request<T>, limit: Duration) -> Instant {
+    let client = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|t| t - t / 20);
+    Instant::now() + client.map_or(limit, |t| t.min(limit))
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 /// A client-supplied wait in ms as a duration, capped to [`MAX_WAIT`].
 fn wait(millis: i64) -> Duration {
     Duration::from_millis(millis.unsigned_abs()).min(MAX_WAIT)
@@ -263,12 +284,15 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::CancelProcessInstanceRequest>,
     ) -> ServiceResult<pb::CancelProcessInstanceResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let key = request.into_inner().process_instance_key;
         let command = ClientCommand::CancelProcessInstance {
             process_instance_key: key,
         };
         ok(async {
-            let result = self.run_keyed("process instance", key, command).await?;
+            let result = self
+                .run_keyed("process instance", key, command, deadline)
+                .await?;
             translate::done("CancelProcessInstance", result)?;
             Ok(pb::CancelProcessInstanceResponse {})
         }
@@ -279,11 +303,12 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::CompleteJobRequest>,
     ) -> ServiceResult<pb::CompleteJobResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
         let command = translate::complete_job(request)?;
         ok(async {
-            let result = self.run_keyed("job", key, command).await?;
+            let result = self.run_keyed("job", key, command, deadline).await?;
             translate::done("CompleteJob", result)?;
             Ok(pb::CompleteJobResponse {})
         }
@@ -294,13 +319,13 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::CreateProcessInstanceRequest>,
     ) -> ServiceResult<pb::CreateProcessInstanceResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let command = ClientCommand::CreateProcessInstance(translate::create_process_instance(
             "CreateProcessInstance",
             request.into_inner(),
             None,
         )?);
         ok(async {
-            let deadline = Instant::now() + REQUEST_TIMEOUT;
             let partition = self.round_robin_partition(deadline).await?;
             let result = self.run(partition, &command, deadline).await?;
             Ok(translate::create_process_instance_response(result)?)
@@ -313,9 +338,10 @@ impl Gateway for GatewayService {
         request: Request<pb::CreateProcessInstanceWithResultRequest>,
     ) -> ServiceResult<pb::CreateProcessInstanceWithResultResponse> {
         const RPC: &str = "CreateProcessInstanceWithResult";
+        let timeout = translate::result_timeout(RPC, request.get_ref().request_timeout)?
+            .map_or(REQUEST_TIMEOUT, wait);
+        let deadline = request_deadline(&request, timeout);
         let request = request.into_inner();
-        let timeout =
-            translate::result_timeout(RPC, request.request_timeout)?.map_or(REQUEST_TIMEOUT, wait);
         let command = ClientCommand::CreateProcessInstance(translate::create_process_instance(
             RPC,
             request.request.unwrap_or_default(),
@@ -324,7 +350,6 @@ impl Gateway for GatewayService {
             }),
         )?);
         ok(async {
-            let deadline = Instant::now() + timeout;
             let partition = self.round_robin_partition(deadline).await?;
             let result = match self.run(partition, &command, deadline).await {
                 Err(ServiceError::Dispatch(
@@ -351,9 +376,10 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::DeployProcessRequest>,
     ) -> ServiceResult<pb::DeployProcessResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let command = translate::deploy_process(request.into_inner())?;
         ok(async {
-            let result = self.deploy(command).await?;
+            let result = self.run(DEPLOYMENT_PARTITION, &command, deadline).await?;
             Ok(translate::deploy_process_response(result)?)
         }
         .await)
@@ -363,9 +389,10 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::DeployResourceRequest>,
     ) -> ServiceResult<pb::DeployResourceResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let command = translate::deploy_resource(request.into_inner())?;
         ok(async {
-            let result = self.deploy(command).await?;
+            let result = self.run(DEPLOYMENT_PARTITION, &command, deadline).await?;
             Ok(translate::deploy_resource_response(result)?)
         }
         .await)
@@ -375,11 +402,12 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::FailJobRequest>,
     ) -> ServiceResult<pb::FailJobResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
         let command = translate::fail_job(request)?;
         ok(async {
-            let result = self.run_keyed("job", key, command).await?;
+            let result = self.run_keyed("job", key, command, deadline).await?;
             translate::done("FailJob", result)?;
             Ok(pb::FailJobResponse {})
         }
@@ -390,11 +418,12 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::ThrowErrorRequest>,
     ) -> ServiceResult<pb::ThrowErrorResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
         let command = translate::throw_error(request)?;
         ok(async {
-            let result = self.run_keyed("job", key, command).await?;
+            let result = self.run_keyed("job", key, command, deadline).await?;
             translate::done("ThrowError", result)?;
             Ok(pb::ThrowErrorResponse {})
         }
@@ -405,9 +434,9 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::PublishMessageRequest>,
     ) -> ServiceResult<pb::PublishMessageResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let message = translate::publish_message(request.into_inner())?;
         ok(async {
-            let deadline = Instant::now() + REQUEST_TIMEOUT;
             let partitions = self.dispatcher.partitions_count(deadline).await?;
             let partition = message_partition(&message.correlation_key, partitions);
             let tenant_id = message.tenant_id.clone();
@@ -423,10 +452,11 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::ResolveIncidentRequest>,
     ) -> ServiceResult<pb::ResolveIncidentResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let key = request.into_inner().incident_key;
         let command = ClientCommand::ResolveIncident { incident_key: key };
         ok(async {
-            let result = self.run_keyed("incident", key, command).await?;
+            let result = self.run_keyed("incident", key, command, deadline).await?;
             translate::done("ResolveIncident", result)?;
             Ok(pb::ResolveIncidentResponse {})
         }
@@ -437,11 +467,14 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::SetVariablesRequest>,
     ) -> ServiceResult<pb::SetVariablesResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.element_instance_key;
         let command = translate::set_variables(request)?;
         ok(async {
-            let result = self.run_keyed("element instance", key, command).await?;
+            let result = self
+                .run_keyed("element instance", key, command, deadline)
+                .await?;
             let key = translate::done("SetVariables", result)?;
             Ok(pb::SetVariablesResponse { key })
         }
@@ -459,11 +492,12 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::UpdateJobRetriesRequest>,
     ) -> ServiceResult<pb::UpdateJobRetriesResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
         let command = translate::update_job_retries(request)?;
         ok(async {
-            let result = self.run_keyed("job", key, command).await?;
+            let result = self.run_keyed("job", key, command, deadline).await?;
             translate::done("UpdateJobRetries", result)?;
             Ok(pb::UpdateJobRetriesResponse {})
         }
@@ -488,11 +522,12 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::UpdateJobTimeoutRequest>,
     ) -> ServiceResult<pb::UpdateJobTimeoutResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
         let command = translate::update_job_timeout(request)?;
         ok(async {
-            let result = self.run_keyed("job", key, command).await?;
+            let result = self.run_keyed("job", key, command, deadline).await?;
             translate::done("UpdateJobTimeout", result)?;
             Ok(pb::UpdateJobTimeoutResponse {})
         }
@@ -510,16 +545,51 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::BroadcastSignalRequest>,
     ) -> ServiceResult<pb::BroadcastSignalResponse> {
+        let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let tenant_id = translate::tenant(request.tenant_id.clone());
         let command = translate::broadcast_signal(request)?;
         ok(async {
-            let result = self
-                .run(SIGNAL_PARTITION, &command, Instant::now() + REQUEST_TIMEOUT)
-                .await?;
+            let result = self.run(SIGNAL_PARTITION, &command, deadline).await?;
             let key = translate::done("BroadcastSignal", result)?;
             Ok(pb::BroadcastSignalResponse { key, tenant_id })
         }
         .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_values_are_parsed() {
+        assert_eq!(parse_grpc_timeout("15S"), Some(Duration::from_secs(15)));
+        assert_eq!(
+            parse_grpc_timeout("2500m"),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn client_deadline_shortens_but_never_extends_the_request() {
+        let mut request = Request::new(());
+        request.set_timeout(Duration::from_secs(2));
+        let until = request_deadline(&request, REQUEST_TIMEOUT) - Instant::now();
+        assert!(
+            until <= Duration::from_millis(1900) && until > Duration::from_millis(1500),
+            "{until:?}"
+        );
+        request.set_timeout(Duration::from_secs(600));
+        let until = request_deadline(&request, REQUEST_TIMEOUT) - Instant::now();
+        assert!(until <= REQUEST_TIMEOUT && until > REQUEST_TIMEOUT - Duration::from_secs(1));
+        let until = request_deadline(&Request::new(()), REQUEST_TIMEOUT) - Instant::now();
+        assert!(until > REQUEST_TIMEOUT - Duration::from_secs(1));
     }
 }
