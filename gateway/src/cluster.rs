@@ -198,7 +198,7 @@ impl Cluster {
     }
 
     /// Queries every broker at once and publishes the merged view.
-    pub async fn refresh(&self) {
+    async fn refresh(&self) {
         let answers = join_all(self.brokers.iter().map(query_topology)).await;
         let previous = self.view();
         let brokers = answers

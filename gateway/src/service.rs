@@ -130,9 +130,16 @@ impl GatewayService {
         self.run(partition, &command, deadline).await
     }
 
+    /// The next partition in turn that has a known leader, so that new instances keep being
+    /// created on the healthy partitions while one partition elects a new leader.
     async fn round_robin_partition(&self, deadline: Instant) -> Result<u32, ServiceError> {
         let partitions = self.dispatcher.partitions_count(deadline).await?;
-        Ok(self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions + 1)
+        let view = self.dispatcher.cluster().view();
+        let first = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let led = (0..partitions)
+            .map(|offset| first.wrapping_add(offset) % partitions + 1)
+            .find(|&partition| view.leader(partition).is_some());
+        Ok(led.unwrap_or(first % partitions + 1))
     }
 
     async fn topology_response(&self) -> pb::TopologyResponse {

@@ -446,6 +446,27 @@ async fn messages_go_to_the_partition_of_their_correlation_key_and_instances_rou
 }
 
 #[tokio::test]
+async fn new_instances_skip_a_partition_without_leader() {
+    let one = ScriptedBroker::start(0, 2, &[1]).await;
+    let mut gateway = start_gateway(config(&[&one])).await;
+    for _ in 0..4 {
+        let mut request = Request::new(pb::CreateProcessInstanceRequest {
+            bpmn_process_id: "order".into(),
+            version: -1,
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(5));
+        let created = gateway
+            .client
+            .create_process_instance(request)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(key::partition_of(created.process_instance_key), Some(1));
+    }
+}
+
+#[tokio::test]
 async fn request_reaching_a_deposed_leader_is_retried_on_the_new_leader() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     let two = ScriptedBroker::start(1, 1, &[]).await;
