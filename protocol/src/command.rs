@@ -14,19 +14,54 @@ pub const DEFAULT_TENANT: &str = "<default>";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientCommand {
-    Deploy { resources: Vec<DeploymentResource>, tenant_id: String },
+    Deploy {
+        resources: Vec<DeploymentResource>,
+        tenant_id: String,
+    },
     CreateProcessInstance(CreateProcessInstance),
-    CancelProcessInstance { process_instance_key: i64 },
+    CancelProcessInstance {
+        process_instance_key: i64,
+    },
     ActivateJobs(ActivateJobs),
-    CompleteJob { job_key: i64, variables: String },
-    FailJob { job_key: i64, retries: i32, error_message: String, retry_backoff: i64, variables: String },
-    ThrowError { job_key: i64, error_code: String, error_message: String, variables: String },
-    UpdateJobRetries { job_key: i64, retries: i32 },
-    UpdateJobTimeout { job_key: i64, timeout: i64 },
+    CompleteJob {
+        job_key: i64,
+        variables: String,
+    },
+    FailJob {
+        job_key: i64,
+        retries: i32,
+        error_message: String,
+        retry_backoff: i64,
+        variables: String,
+    },
+    ThrowError {
+        job_key: i64,
+        error_code: String,
+        error_message: String,
+        variables: String,
+    },
+    UpdateJobRetries {
+        job_key: i64,
+        retries: i32,
+    },
+    UpdateJobTimeout {
+        job_key: i64,
+        timeout: i64,
+    },
     PublishMessage(PublishMessage),
-    BroadcastSignal { signal_name: String, variables: String, tenant_id: String },
-    SetVariables { element_instance_key: i64, variables: String, local: bool },
-    ResolveIncident { incident_key: i64 },
+    BroadcastSignal {
+        signal_name: String,
+        variables: String,
+        tenant_id: String,
+    },
+    SetVariables {
+        element_instance_key: i64,
+        variables: String,
+        local: bool,
+    },
+    ResolveIncident {
+        incident_key: i64,
+    },
 }
 
 impl ClientCommand {
@@ -96,13 +131,27 @@ pub struct PublishMessage {
 /// What a partition answers to a command that reached its engine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandResult {
-    Rejected { kind: RejectionType, reason: String },
-    Deployed { key: i64, processes: Vec<ProcessMetadata>, tenant_id: String },
+    Rejected {
+        kind: RejectionType,
+        reason: String,
+    },
+    Deployed {
+        key: i64,
+        processes: Vec<ProcessMetadata>,
+        tenant_id: String,
+    },
     ProcessInstanceCreated(ProcessInstanceCreated),
-    ProcessInstanceCompleted { instance: ProcessInstanceCreated, variables: String },
-    JobsActivated { jobs: Vec<ActivatedJob> },
+    ProcessInstanceCompleted {
+        instance: ProcessInstanceCreated,
+        variables: String,
+    },
+    JobsActivated {
+        jobs: Vec<ActivatedJob>,
+    },
     /// The command was applied to the entity with this key.
-    Done { key: i64 },
+    Done {
+        key: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,7 +185,10 @@ pub struct ActivatedJob {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum BrokerError {
     #[error("partition {partition_id} is not led by this broker")]
-    NotLeader { partition_id: u32, leader: Option<u64> },
+    NotLeader {
+        partition_id: u32,
+        leader: Option<u64>,
+    },
     #[error("partition {partition_id} does not exist on this broker")]
     PartitionNotFound { partition_id: u32 },
     #[error("partition {partition_id} is busy: too many commands are waiting; retry later")]

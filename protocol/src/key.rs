@@ -24,6 +24,15 @@ pub fn partition_of(key: i64) -> Option<u32> {
     (partition > 0 && key & COUNTER_MASK > 0).then_some(partition)
 }
 
+/// The partition that owns messages with this correlation key: the same hash Zeebe uses (31-based over
+/// the key's bytes, as signed bytes), so that every gateway and partition agrees without coordination.
+pub fn message_partition(correlation_key: &str, partition_count: u32) -> u32 {
+    let hash = correlation_key.as_bytes().iter().fold(0i32, |h, &b| {
+        h.wrapping_mul(31).wrapping_add(b as i8 as i32)
+    });
+    (hash % partition_count as i32).unsigned_abs() + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +41,23 @@ mod tests {
     fn first_key_of_partition_one_matches_zeebe() {
         assert_eq!(first_key(1), 2251799813685249);
         assert_eq!(partition_of(2251799813685249), Some(1));
+    }
+
+    #[test]
+    fn message_partition_is_stable_and_in_range() {
+        assert_eq!(message_partition("order-42", 1), 1);
+        for key in [
+            "",
+            "a",
+            "order-42",
+            "ünïcode",
+            "a-much-longer-correlation-key-value",
+        ] {
+            let p = message_partition(key, 3);
+            assert!((1..=3).contains(&p));
+            assert_eq!(p, message_partition(key, 3));
+        }
+        assert_ne!(message_partition("a", 7), message_partition("b", 7));
     }
 
     #[test]

@@ -27,3 +27,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod command;
 pub mod key;
 pub mod record;
+pub mod topology;

@@ -23,7 +23,10 @@ pub struct RecordBatch {
 
 impl RecordBatch {
     pub fn new(records: Vec<Record>) -> Self {
-        Self { version: RECORD_FORMAT_VERSION, records }
+        Self {
+            version: RECORD_FORMAT_VERSION,
+            records,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -31,7 +34,8 @@ impl RecordBatch {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let batch: RecordBatch = postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
+        let batch: RecordBatch =
+            postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
         if batch.version > RECORD_FORMAT_VERSION {
             return Err(DecodeError(format!(
                 "record batch version {} is newer than this broker understands ({RECORD_FORMAT_VERSION})",
@@ -362,6 +366,9 @@ pub struct ProcessInstanceCreationRecord {
     pub process_definition_key: i64,
     pub process_instance_key: i64,
     pub variables: String,
+    /// The client waits for the instance to complete (CreateProcessInstanceWithResult).
+    pub await_result: bool,
+    /// With `await_result`: the root variables to return; all of them when empty.
     pub fetch_variables: Vec<String>,
     pub tenant_id: String,
 }
@@ -580,10 +587,16 @@ mod tests {
 
     #[test]
     fn intent_codes_are_zeebes() {
-        assert_eq!(Intent::ProcessInstance(ProcessInstanceIntent::ElementActivated).code(), 3);
+        assert_eq!(
+            Intent::ProcessInstance(ProcessInstanceIntent::ElementActivated).code(),
+            3
+        );
         assert_eq!(Intent::Job(JobIntent::TimeoutUpdated).code(), 18);
         assert_eq!(Intent::Message(MessageIntent::Expired).code(), 3);
-        assert_eq!(Intent::Incident(IncidentIntent::Resolved).value_type() as u8, 6);
+        assert_eq!(
+            Intent::Incident(IncidentIntent::Resolved).value_type() as u8,
+            6
+        );
         assert_eq!(ValueType::ProcessInstanceCreation as u8, 19);
     }
 
@@ -597,10 +610,16 @@ mod tests {
             record_type: RecordType::Event,
             intent: Intent::Job(JobIntent::Created),
             rejection: None,
-            value: RecordValue::Job(JobRecord { job_type: "pay".into(), ..Default::default() }),
+            value: RecordValue::Job(JobRecord {
+                job_type: "pay".into(),
+                ..Default::default()
+            }),
         }]);
         assert_eq!(RecordBatch::decode(&batch.encode()).unwrap(), batch);
-        let future = RecordBatch { version: RECORD_FORMAT_VERSION + 1, records: vec![] };
+        let future = RecordBatch {
+            version: RECORD_FORMAT_VERSION + 1,
+            records: vec![],
+        };
         assert!(RecordBatch::decode(&future.encode()).is_err());
     }
 }
