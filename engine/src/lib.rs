@@ -7,3 +7,5 @@
 pub mod bpmn;
 pub mod feel;
 pub mod model;
+pub mod processor;
+pub mod state;

@@ -1,0 +1,344 @@
+//! The deterministic processor: one command in, records and answers out.
+//!
+//! [`Engine::process`] runs on a partition's leader. It reads state, writes events (applying each at once
+//! to the state it was given, so later steps see earlier ones) and returns them with the answer for the
+//! client, the commands for other partitions and the job types that became activatable. The caller
+//! appends the records to the log; only once they are committed does it answer anyone.
+//!
+//! [`Engine::apply`] runs on every replica for every committed record, and is the only code that
+//! changes state. Processing and applying share it, so a follower's state equals the leader's.
+//!
+//! Inside one command, follow-up work (activating the next element, completing a scope) is queued and
+//! run to the end before the command returns, so that one command's records form one atomic batch.
+
+mod applier;
+mod deployment;
+mod element;
+mod incident;
+mod instance;
+mod job;
+mod message;
+mod variables;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use waggle_protocol::command::{ClientCommand, CommandResult};
+use waggle_protocol::key;
+use waggle_protocol::record::{
+    Intent, MessageSubscriptionRecord, ProcessInstanceRecord, ProcessMessageSubscriptionRecord, Record,
+    RecordType, RecordValue, Rejection, RejectionType,
+};
+
+use crate::model::{ElementIdx, ProcessModel};
+use crate::state::tables::{meta, processes};
+use crate::state::{KvRead, KvWrite};
+
+/// What the engine is asked to process.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Client(ClientCommand),
+    Partition(PartitionCommand),
+    /// Time-driven work that is due: job time-outs, retry back-offs, message expiry.
+    Tick,
+}
+
+/// Commands one partition sends another (or itself) to correlate messages, since a message lives on
+/// the partition of its correlation key and the waiting instance on the partition of its key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PartitionCommand {
+    /// To the message partition: an instance waits for a message.
+    OpenMessageSubscription { record: MessageSubscriptionRecord, instance_partition_id: u32 },
+    /// To the instance partition: the message partition holds the subscription now.
+    ConfirmProcessSubscription { element_instance_key: i64, message_name: String },
+    /// To the instance partition: a message arrived for a waiting element.
+    CorrelateProcessSubscription { record: ProcessMessageSubscriptionRecord },
+    /// To the message partition: the instance took the message.
+    AcknowledgeCorrelation { record: MessageSubscriptionRecord },
+    /// To the message partition: the instance no longer waits, the message is free again.
+    RejectCorrelation { record: MessageSubscriptionRecord },
+    /// To the message partition: the instance stopped waiting.
+    CloseMessageSubscription { record: MessageSubscriptionRecord },
+}
+
+/// What processing one input produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub records: Vec<Record>,
+    /// The answer to a client command.
+    pub result: Option<CommandResult>,
+    /// Instances created with a result that completed (or ended otherwise), by process instance key.
+    pub finished_instances: Vec<(i64, CommandResult)>,
+    /// Commands for other partitions.
+    pub sends: Vec<(u32, PartitionCommand)>,
+    /// Job types that have new activatable jobs.
+    pub jobs_available: Vec<String>,
+}
+
+/// The processor of one partition. It holds nothing but a cache of parsed process models.
+pub struct Engine {
+    partition_id: u32,
+    partition_count: u32,
+    models: ModelCache,
+}
+
+#[derive(Default)]
+struct ModelCache {
+    parsed: HashMap<i64, Arc<ProcessModel>>,
+}
+
+impl ModelCache {
+    /// The executable model of a deployed process definition, parsed at most once per process lifetime.
+    fn get(&mut self, kv: &dyn KvRead, definition_key: i64) -> Option<Arc<ProcessModel>> {
+        if let Some(model) = self.parsed.get(&definition_key) {
+            return Some(model.clone());
+        }
+        let process = processes::get(kv, definition_key)?;
+        let models = crate::bpmn::parse_processes(&process.resource_name, &process.resource)
+            .expect("a deployed process always parses: it was validated when it was deployed");
+        let model = models.into_iter().find(|m| m.bpmn_process_id == process.bpmn_process_id)?;
+        let model = Arc::new(model);
+        self.parsed.insert(definition_key, model.clone());
+        Some(model)
+    }
+
+    fn insert(&mut self, definition_key: i64, model: Arc<ProcessModel>) {
+        self.parsed.insert(definition_key, model);
+    }
+}
+
+impl Engine {
+    pub fn new(partition_id: u32, partition_count: u32) -> Self {
+        assert!(partition_id >= 1 && partition_id <= partition_count, "partition ids start at 1");
+        Self { partition_id, partition_count, models: ModelCache::default() }
+    }
+
+    pub fn partition_id(&self) -> u32 {
+        self.partition_id
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.partition_count
+    }
+
+    /// Processes one input at time `now` (epoch ms). The records are already applied to `state`.
+    pub fn process(&mut self, state: &mut dyn KvWrite, input: Input, now: i64) -> Output {
+        let mut ctx = Ctx::new(self, state, now);
+        match input {
+            Input::Client(command) => ctx.client_command(command),
+            Input::Partition(command) => ctx.partition_command(command),
+            Input::Tick => ctx.tick(),
+        }
+        ctx.run_queue();
+        ctx.out
+    }
+
+    /// Applies one committed record to state. Commands and rejections only advance the position.
+    pub fn apply(&mut self, state: &mut dyn KvWrite, record: &Record) {
+        applier::apply(state, &mut self.models, self.partition_id, record);
+    }
+
+    /// When time-driven work is next due, if any.
+    pub fn next_due(state: &dyn KvRead) -> Option<i64> {
+        use crate::state::tables::{jobs, messages};
+        [jobs::next_due(state), messages::next_deadline(state)].into_iter().flatten().min()
+    }
+}
+
+/// Follow-up work within one command.
+enum Step {
+    Activate { model: Arc<ProcessModel>, element: ElementIdx, flow_scope_key: i64, template: ProcessInstanceRecord },
+    Complete { key: i64 },
+    /// Completes a scope if nothing is left to do in it.
+    CompleteScopeIfDone { key: i64 },
+}
+
+type Rejected = (RejectionType, String);
+
+/// The state of one processing run.
+struct Ctx<'a> {
+    partition_id: u32,
+    partition_count: u32,
+    models: &'a mut ModelCache,
+    kv: &'a mut dyn KvWrite,
+    now: i64,
+    next_position: i64,
+    next_key: i64,
+    source_position: i64,
+    queue: VecDeque<Step>,
+    /// Partition commands addressed to this same partition, processed within this run.
+    local: VecDeque<PartitionCommand>,
+    out: Output,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(engine: &'a mut Engine, kv: &'a mut dyn KvWrite, now: i64) -> Self {
+        let next_position = meta::last_position(kv) + 1;
+        let next_key = meta::next_key_counter(kv);
+        Ctx {
+            partition_id: engine.partition_id,
+            partition_count: engine.partition_count,
+            models: &mut engine.models,
+            kv,
+            now,
+            next_position,
+            next_key,
+            source_position: -1,
+            queue: VecDeque::new(),
+            local: VecDeque::new(),
+            out: Output::default(),
+        }
+    }
+
+    fn new_key(&mut self) -> i64 {
+        let k = key::encode(self.partition_id, self.next_key);
+        self.next_key += 1;
+        k
+    }
+
+    fn write(&mut self, record_type: RecordType, key: i64, intent: Intent, value: RecordValue, rejection: Option<Rejection>) -> i64 {
+        let position = self.next_position;
+        self.next_position += 1;
+        let record = Record {
+            position,
+            source_position: self.source_position,
+            key,
+            timestamp: self.now,
+            record_type,
+            intent,
+            rejection,
+            value,
+        };
+        applier::apply(self.kv, self.models, self.partition_id, &record);
+        self.out.records.push(record);
+        position
+    }
+
+    /// Writes an event and applies it.
+    fn event(&mut self, key: i64, intent: Intent, value: RecordValue) {
+        self.write(RecordType::Event, key, intent, value, None);
+    }
+
+    /// Writes the command record that the following events result from.
+    fn command(&mut self, key: i64, intent: Intent, value: RecordValue) {
+        self.source_position = -1;
+        self.source_position = self.write(RecordType::Command, key, intent, value, None);
+    }
+
+    fn reject(&mut self, key: i64, intent: Intent, value: RecordValue, (kind, reason): Rejected) {
+        self.write(RecordType::CommandRejection, key, intent, value, Some(Rejection { kind, reason: reason.clone() }));
+        self.out.result = Some(CommandResult::Rejected { kind, reason });
+    }
+
+    fn model(&mut self, definition_key: i64) -> Option<Arc<ProcessModel>> {
+        self.models.get(&*self.kv, definition_key)
+    }
+
+    fn send(&mut self, partition_id: u32, command: PartitionCommand) {
+        if partition_id == self.partition_id {
+            self.local.push_back(command);
+        } else {
+            self.out.sends.push((partition_id, command));
+        }
+    }
+
+    fn message_partition(&self, correlation_key: &str) -> u32 {
+        key::message_partition(correlation_key, self.partition_count)
+    }
+
+    fn client_command(&mut self, command: ClientCommand) {
+        match command {
+            ClientCommand::Deploy { resources, tenant_id } => self.deploy(resources, tenant_id),
+            ClientCommand::CreateProcessInstance(create) => self.create_process_instance(create),
+            ClientCommand::CancelProcessInstance { process_instance_key } => self.cancel_process_instance(process_instance_key),
+            ClientCommand::ActivateJobs(activate) => self.activate_jobs(activate),
+            ClientCommand::CompleteJob { job_key, variables } => self.complete_job(job_key, variables),
+            ClientCommand::FailJob { job_key, retries, error_message, retry_backoff, variables } => {
+                self.fail_job(job_key, retries, error_message, retry_backoff, variables)
+            }
+            ClientCommand::ThrowError { job_key, error_code, error_message, variables } => {
+                self.throw_job_error(job_key, error_code, error_message, variables)
+            }
+            ClientCommand::UpdateJobRetries { job_key, retries } => self.update_job_retries(job_key, retries),
+            ClientCommand::UpdateJobTimeout { job_key, timeout } => self.update_job_timeout(job_key, timeout),
+            ClientCommand::PublishMessage(publish) => self.publish_message(publish),
+            ClientCommand::BroadcastSignal { signal_name, variables, tenant_id } => {
+                self.broadcast_signal(signal_name, variables, tenant_id)
+            }
+            ClientCommand::SetVariables { element_instance_key, variables, local } => {
+                self.set_variables(element_instance_key, variables, local)
+            }
+            ClientCommand::ResolveIncident { incident_key } => self.resolve_incident(incident_key),
+        }
+    }
+
+    fn partition_command(&mut self, command: PartitionCommand) {
+        match command {
+            PartitionCommand::OpenMessageSubscription { record, instance_partition_id } => {
+                self.open_message_subscription(record, instance_partition_id)
+            }
+            PartitionCommand::ConfirmProcessSubscription { element_instance_key, message_name } => {
+                self.confirm_process_subscription(element_instance_key, message_name)
+            }
+            PartitionCommand::CorrelateProcessSubscription { record } => self.correlate_process_subscription(record),
+            PartitionCommand::AcknowledgeCorrelation { record } => self.acknowledge_correlation(record),
+            PartitionCommand::RejectCorrelation { record } => self.reject_correlation(record),
+            PartitionCommand::CloseMessageSubscription { record } => self.close_message_subscription(record),
+        }
+    }
+
+    fn tick(&mut self) {
+        self.time_out_jobs();
+        self.recur_jobs_after_backoff();
+        self.expire_messages();
+    }
+
+    /// Runs queued follow-up work and local partition commands until none is left.
+    fn run_queue(&mut self) {
+        loop {
+            if let Some(step) = self.queue.pop_front() {
+                match step {
+                    Step::Activate { model, element, flow_scope_key, template } => {
+                        self.activate_element(&model, element, flow_scope_key, &template)
+                    }
+                    Step::Complete { key } => self.complete_element(key),
+                    Step::CompleteScopeIfDone { key } => self.complete_scope_if_done(key),
+                }
+            } else if let Some(command) = self.local.pop_front() {
+                self.partition_command(command);
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// Parses a JSON object document as clients send it; empty means no variables.
+fn parse_document(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, Rejected> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(other) => Err((
+            RejectionType::InvalidArgument,
+            format!("Expected variables to be a JSON object, but got a JSON {}", json_type(&other)),
+        )),
+        Err(e) => Err((RejectionType::InvalidArgument, format!("Expected variables to be a JSON object, but it is not valid JSON: {e}"))),
+    }
+}
+
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests;

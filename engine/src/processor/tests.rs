@@ -1,0 +1,629 @@
+//! Scenario tests of the processor. Every scenario runs through [`Partition`], which processes like a
+//! leader (on an overlay) and applies like a follower, and checks after each command that both give the
+//! same state: the determinism the log depends on.
+
+use serde_json::{json, Value as Json};
+use waggle_protocol::command::{
+    ActivateJobs, ActivatedJob, AwaitResult, ClientCommand, CommandResult, CreateProcessInstance, PublishMessage,
+    DEFAULT_TENANT,
+};
+use waggle_protocol::record::{
+    DeploymentResource, ErrorType, IncidentIntent, IncidentRecord, Intent, JobIntent, ProcessInstanceIntent, Record,
+    RecordValue, RejectionType,
+};
+
+use super::{Engine, Input, Output};
+use crate::state::tables::{elements, incidents, jobs};
+use crate::state::{MemKv, Overlay};
+
+struct Partition {
+    leader: Engine,
+    follower: Engine,
+    state: MemKv,
+    now: i64,
+    log: Vec<Record>,
+}
+
+impl Partition {
+    fn new() -> Self {
+        Partition { leader: Engine::new(1, 1), follower: Engine::new(1, 1), state: MemKv::new(), now: 1_000_000, log: vec![] }
+    }
+
+    fn process(&mut self, input: Input) -> Output {
+        let (output, processed) = {
+            let mut overlay = Overlay::new(&self.state);
+            let output = self.leader.process(&mut overlay, input, self.now);
+            (output, overlay.into_writes())
+        };
+        let mut leader_view = self.state.clone();
+        leader_view.commit(processed);
+        for record in &output.records {
+            self.follower.apply(&mut self.state, record);
+        }
+        assert_eq!(
+            leader_view.iter().collect::<Vec<_>>(),
+            self.state.iter().collect::<Vec<_>>(),
+            "applying the records must give the state that processing saw"
+        );
+        self.log.extend(output.records.iter().cloned());
+        output
+    }
+
+    fn command(&mut self, command: ClientCommand) -> CommandResult {
+        self.process(Input::Client(command)).result.expect("client commands are answered")
+    }
+
+    fn deploy(&mut self, name: &str, xml: &str) -> CommandResult {
+        self.command(ClientCommand::Deploy {
+            resources: vec![DeploymentResource { name: name.into(), content: xml.as_bytes().to_vec() }],
+            tenant_id: DEFAULT_TENANT.into(),
+        })
+    }
+
+    fn create(&mut self, process_id: &str, variables: Json) -> i64 {
+        match self.command(create_command(process_id, variables, None)) {
+            CommandResult::ProcessInstanceCreated(created) => created.process_instance_key,
+            other => panic!("expected an instance, got {other:?}"),
+        }
+    }
+
+    fn activate(&mut self, job_type: &str, max: i32) -> Vec<ActivatedJob> {
+        let command = ClientCommand::ActivateJobs(ActivateJobs {
+            job_type: job_type.into(),
+            worker: "test".into(),
+            timeout: 30_000,
+            max_jobs_to_activate: max,
+            fetch_variables: vec![],
+            tenant_ids: vec![],
+        });
+        match self.command(command) {
+            CommandResult::JobsActivated { jobs } => jobs,
+            other => panic!("expected jobs, got {other:?}"),
+        }
+    }
+
+    fn complete(&mut self, job_key: i64, variables: Json) -> CommandResult {
+        self.command(ClientCommand::CompleteJob { job_key, variables: variables.to_string() })
+    }
+
+    fn publish(&mut self, name: &str, correlation_key: &str, ttl: i64, message_id: &str, variables: Json) -> CommandResult {
+        self.command(ClientCommand::PublishMessage(PublishMessage {
+            name: name.into(),
+            correlation_key: correlation_key.into(),
+            time_to_live: ttl,
+            message_id: message_id.into(),
+            variables: variables.to_string(),
+            tenant_id: DEFAULT_TENANT.into(),
+        }))
+    }
+
+    fn is_active(&self, key: i64) -> bool {
+        elements::get(&self.state, key).is_some()
+    }
+
+    fn completed(&self, key: i64) -> bool {
+        self.log.iter().any(|r| {
+            r.key == key && r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted)
+        })
+    }
+
+    fn element_completed(&self, element_id: &str) -> bool {
+        self.log.iter().any(|r| {
+            r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted)
+                && matches!(&r.value, RecordValue::ProcessInstance(pi) if pi.element_id == element_id)
+        })
+    }
+
+    fn open_incidents(&self) -> Vec<(i64, IncidentRecord)> {
+        let mut found: Vec<(i64, IncidentRecord)> = Vec::new();
+        for r in &self.log {
+            if let RecordValue::Incident(incident) = &r.value {
+                match r.intent {
+                    Intent::Incident(IncidentIntent::Created) => found.push((r.key, incident.clone())),
+                    Intent::Incident(IncidentIntent::Resolved) => found.retain(|(k, _)| *k != r.key),
+                    _ => {}
+                }
+            }
+        }
+        found.retain(|(k, _)| incidents::get(&self.state, *k).is_some());
+        found
+    }
+
+    fn variable(&self, scope_key: i64, name: &str) -> Option<Json> {
+        crate::state::tables::variables::get(&self.state, scope_key, name).map(|v| serde_json::from_str(&v.value).unwrap())
+    }
+}
+
+fn create_command(process_id: &str, variables: Json, await_result: Option<AwaitResult>) -> ClientCommand {
+    ClientCommand::CreateProcessInstance(CreateProcessInstance {
+        process_definition_key: 0,
+        bpmn_process_id: process_id.into(),
+        version: -1,
+        variables: variables.to_string(),
+        tenant_id: DEFAULT_TENANT.into(),
+        await_result,
+    })
+}
+
+/// A BPMN document with one executable process.
+fn bpmn(process_id: &str, body: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d" targetNamespace="http://bpmn.io/schema/bpmn">
+  <bpmn:process id="{process_id}" isExecutable="true">{body}</bpmn:process>
+</bpmn:definitions>"#
+    )
+}
+
+fn task(id: &str, job_type: &str, extra: &str) -> String {
+    format!(
+        r#"<bpmn:serviceTask id="{id}"><bpmn:extensionElements><zeebe:taskDefinition type="{job_type}" />{extra}</bpmn:extensionElements></bpmn:serviceTask>"#
+    )
+}
+
+fn flow(id: &str, from: &str, to: &str) -> String {
+    format!(r#"<bpmn:sequenceFlow id="{id}" sourceRef="{from}" targetRef="{to}" />"#)
+}
+
+fn conditional_flow(id: &str, from: &str, to: &str, condition: &str) -> String {
+    format!(
+        r#"<bpmn:sequenceFlow id="{id}" sourceRef="{from}" targetRef="{to}"><bpmn:conditionExpression>{condition}</bpmn:conditionExpression></bpmn:sequenceFlow>"#
+    )
+}
+
+fn one_task(process_id: &str, job_type: &str) -> String {
+    bpmn(
+        process_id,
+        &format!(
+            r#"<bpmn:startEvent id="start" />{}<bpmn:endEvent id="end" />{}{}"#,
+            task("work", job_type, ""),
+            flow("f1", "start", "work"),
+            flow("f2", "work", "end")
+        ),
+    )
+}
+
+#[test]
+fn one_task_instance_completes_when_its_job_completes() {
+    let mut p = Partition::new();
+    let deployed = p.deploy("one.bpmn", &one_task("one", "work"));
+    assert!(matches!(deployed, CommandResult::Deployed { ref processes, .. } if processes[0].version == 1));
+    let instance = p.create("one", json!({"order": 7}));
+    let jobs = p.activate("work", 10);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(serde_json::from_str::<Json>(&jobs[0].variables).unwrap(), json!({"order": 7}));
+    assert_eq!(jobs[0].bpmn_process_id, "one");
+    assert!(matches!(p.complete(jobs[0].key, json!({"paid": true})), CommandResult::Done { .. }));
+    assert!(p.completed(instance));
+    assert!(!p.is_active(instance));
+    assert!(p.activate("work", 10).is_empty());
+}
+
+#[test]
+fn redeploying_an_unchanged_resource_keeps_its_version() {
+    let mut p = Partition::new();
+    let first = p.deploy("one.bpmn", &one_task("one", "work"));
+    let again = p.deploy("one.bpmn", &one_task("one", "work"));
+    let changed = p.deploy("one.bpmn", &one_task("one", "other"));
+    let version = |r: &CommandResult| match r {
+        CommandResult::Deployed { processes, .. } => (processes[0].version, processes[0].process_definition_key, processes[0].duplicate),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(version(&first).0, 1);
+    assert_eq!(version(&again), (1, version(&first).1, true));
+    assert_eq!(version(&changed).0, 2);
+}
+
+#[test]
+fn an_invalid_model_rejects_the_whole_deployment_naming_the_element() {
+    let mut p = Partition::new();
+    let broken = bpmn("broken", r#"<bpmn:startEvent id="start" /><bpmn:serviceTask id="pay" /><bpmn:sequenceFlow id="f" sourceRef="start" targetRef="pay" />"#);
+    match p.deploy("broken.bpmn", &broken) {
+        CommandResult::Rejected { kind: RejectionType::InvalidArgument, reason } => {
+            assert!(reason.contains("broken.bpmn") && reason.contains("'pay'"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match p.command(create_command("broken", json!({}), None)) {
+        CommandResult::Rejected { kind: RejectionType::NotFound, .. } => {}
+        other => panic!("nothing of a rejected deployment may remain: {other:?}"),
+    }
+}
+
+#[test]
+fn creating_with_result_reports_the_instance_variables_when_it_completes() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    let output = p.process(Input::Client(create_command("one", json!({"a": 1}), Some(AwaitResult { fetch_variables: vec![] }))));
+    let Some(CommandResult::ProcessInstanceCreated(created)) = output.result else { panic!() };
+    let job = p.activate("work", 1).remove(0);
+    let output = p.process(Input::Client(ClientCommand::CompleteJob { job_key: job.key, variables: json!({"b": 2}).to_string() }));
+    let (key, result) = &output.finished_instances[0];
+    assert_eq!(*key, created.process_instance_key);
+    let CommandResult::ProcessInstanceCompleted { variables, .. } = result else { panic!("{result:?}") };
+    assert_eq!(serde_json::from_str::<Json>(variables).unwrap(), json!({"a": 1, "b": 2}));
+}
+
+fn gateway_model() -> String {
+    bpmn(
+        "route",
+        &[
+            r#"<bpmn:startEvent id="start" /><bpmn:exclusiveGateway id="split" default="toSmall" />"#.to_string(),
+            task("big", "big", ""),
+            task("small", "small", ""),
+            r#"<bpmn:endEvent id="endBig" /><bpmn:endEvent id="endSmall" />"#.to_string(),
+            flow("f0", "start", "split"),
+            conditional_flow("toBig", "split", "big", "= amount &gt; 100"),
+            flow("toSmall", "split", "small"),
+            flow("f3", "big", "endBig"),
+            flow("f4", "small", "endSmall"),
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn exclusive_gateway_takes_the_true_condition_or_else_the_default_flow() {
+    let mut p = Partition::new();
+    p.deploy("route.bpmn", &gateway_model());
+    p.create("route", json!({"amount": 500}));
+    p.create("route", json!({"amount": 5}));
+    p.create("route", json!({}));
+    assert_eq!(p.activate("big", 10).len(), 1);
+    assert_eq!(p.activate("small", 10).len(), 2, "a missing variable is null, so the condition is not true");
+}
+
+#[test]
+fn exclusive_gateway_without_a_matching_flow_raises_an_incident_resolved_after_set_variables() {
+    let mut p = Partition::new();
+    let model = bpmn(
+        "strict",
+        &[
+            r#"<bpmn:startEvent id="start" /><bpmn:exclusiveGateway id="split" /><bpmn:endEvent id="yes" /><bpmn:endEvent id="no" />"#.to_string(),
+            flow("f0", "start", "split"),
+            conditional_flow("toYes", "split", "yes", "= approved = true"),
+            conditional_flow("toNo", "split", "no", "= approved = false"),
+        ]
+        .concat(),
+    );
+    p.deploy("strict.bpmn", &model);
+    let instance = p.create("strict", json!({}));
+    let incidents = p.open_incidents();
+    assert_eq!(incidents.len(), 1);
+    let (incident_key, incident) = &incidents[0];
+    assert_eq!(incident.error_type, ErrorType::ConditionError);
+    assert_eq!(incident.element_id, "split");
+    assert!(matches!(
+        p.command(ClientCommand::ResolveIncident { incident_key: *incident_key }),
+        CommandResult::Done { .. }
+    ));
+    assert_eq!(p.open_incidents().len(), 1, "resolving without fixing the data raises the incident again");
+    let (incident_key, _) = p.open_incidents()[0].clone();
+    p.command(ClientCommand::SetVariables { element_instance_key: instance, variables: json!({"approved": false}).to_string(), local: false });
+    p.command(ClientCommand::ResolveIncident { incident_key });
+    assert!(p.open_incidents().is_empty());
+    assert!(p.element_completed("no"));
+    assert!(p.completed(instance));
+}
+
+#[test]
+fn parallel_gateway_waits_for_every_branch_before_joining() {
+    let mut p = Partition::new();
+    let model = bpmn(
+        "fork",
+        &[
+            r#"<bpmn:startEvent id="start" /><bpmn:parallelGateway id="split" /><bpmn:parallelGateway id="join" /><bpmn:endEvent id="end" />"#.to_string(),
+            task("a", "a", ""),
+            task("b", "b", ""),
+            task("after", "after", ""),
+            flow("f0", "start", "split"),
+            flow("f1", "split", "a"),
+            flow("f2", "split", "b"),
+            flow("f3", "a", "join"),
+            flow("f4", "b", "join"),
+            flow("f5", "join", "after"),
+            flow("f6", "after", "end"),
+        ]
+        .concat(),
+    );
+    p.deploy("fork.bpmn", &model);
+    let instance = p.create("fork", json!({}));
+    let a = p.activate("a", 1).remove(0);
+    let b = p.activate("b", 1).remove(0);
+    p.complete(a.key, json!({"fromA": 1}));
+    assert!(p.activate("after", 1).is_empty(), "the join waits for the second branch");
+    p.complete(b.key, json!({"fromB": 2}));
+    let after = p.activate("after", 1).remove(0);
+    assert_eq!(serde_json::from_str::<Json>(&after.variables).unwrap(), json!({"fromA": 1, "fromB": 2}));
+    p.complete(after.key, json!({}));
+    assert!(p.completed(instance));
+    assert_eq!(p.log.iter().filter(|r| r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted)
+        && matches!(&r.value, RecordValue::ProcessInstance(pi) if pi.element_id == "join")).count(), 1);
+}
+
+#[test]
+fn embedded_subprocess_scopes_its_input_variables_and_maps_outputs_out() {
+    let mut p = Partition::new();
+    let inner = [
+        r#"<bpmn:startEvent id="innerStart" /><bpmn:endEvent id="innerEnd" />"#.to_string(),
+        task("inner", "inner", ""),
+        flow("i1", "innerStart", "inner"),
+        flow("i2", "inner", "innerEnd"),
+    ]
+    .concat();
+    let model = bpmn(
+        "nested",
+        &format!(
+            r#"<bpmn:startEvent id="start" /><bpmn:subProcess id="sub"><bpmn:extensionElements><zeebe:ioMapping><zeebe:input source="=base * 2" target="doubled" /><zeebe:output source="=result" target="out.value" /></zeebe:ioMapping></bpmn:extensionElements>{inner}</bpmn:subProcess><bpmn:endEvent id="end" />{}{}"#,
+            flow("f1", "start", "sub"),
+            flow("f2", "sub", "end")
+        ),
+    );
+    p.deploy("nested.bpmn", &model);
+    let instance = p.create("nested", json!({"base": 21, "out": {"kept": true}}));
+    let job = p.activate("inner", 1).remove(0);
+    assert_eq!(serde_json::from_str::<Json>(&job.variables).unwrap()["doubled"], json!(42));
+    p.complete(job.key, json!({"result": "done"}));
+    assert!(p.element_completed("sub"));
+    assert!(p.completed(instance));
+    let created: Vec<_> = p.log.iter().filter_map(|r| match &r.value {
+        RecordValue::Variable(v) if v.scope_key == instance && v.name == "out" => Some(serde_json::from_str::<Json>(&v.value).unwrap()),
+        _ => None,
+    }).collect();
+    assert_eq!(created.last().unwrap(), &json!({"kept": true, "value": "done"}));
+}
+
+fn message_model() -> String {
+    bpmn(
+        "wait",
+        &[
+            r#"<bpmn:startEvent id="start" /><bpmn:intermediateCatchEvent id="catch"><bpmn:messageEventDefinition messageRef="m" /></bpmn:intermediateCatchEvent><bpmn:endEvent id="end" />"#.to_string(),
+            flow("f1", "start", "catch"),
+            flow("f2", "catch", "end"),
+            r#"</bpmn:process><bpmn:message id="m" name="paid"><bpmn:extensionElements><zeebe:subscription correlationKey="=orderId" /></bpmn:extensionElements></bpmn:message><bpmn:process id="unused" isExecutable="false">"#.to_string(),
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn message_published_later_correlates_to_the_waiting_instance_and_sets_its_variables() {
+    let mut p = Partition::new();
+    p.deploy("wait.bpmn", &message_model());
+    let first = p.create("wait", json!({"orderId": "o-1"}));
+    let second = p.create("wait", json!({"orderId": 2}));
+    p.publish("paid", "o-1", 0, "", json!({"amount": 10}));
+    assert!(p.completed(first));
+    assert!(!p.completed(second));
+    assert_eq!(p.variable(first, "amount"), None, "variables go away with the completed instance");
+    assert!(p.log.iter().any(|r| matches!(&r.value, RecordValue::Variable(v) if v.scope_key == first && v.name == "amount")));
+    p.publish("paid", "2", 0, "", json!({}));
+    assert!(p.completed(second), "a numeric correlation key matches its string form");
+}
+
+#[test]
+fn buffered_message_correlates_once_to_an_instance_that_arrives_within_its_time_to_live() {
+    let mut p = Partition::new();
+    p.deploy("wait.bpmn", &message_model());
+    p.publish("paid", "o-9", 60_000, "msg-1", json!({}));
+    match p.publish("paid", "o-9", 60_000, "msg-1", json!({})) {
+        CommandResult::Rejected { kind: RejectionType::AlreadyExists, reason } => assert!(reason.contains("msg-1")),
+        other => panic!("{other:?}"),
+    }
+    let first = p.create("wait", json!({"orderId": "o-9"}));
+    assert!(p.completed(first));
+    let second = p.create("wait", json!({"orderId": "o-9"}));
+    assert!(!p.completed(second), "a message correlates at most once per process");
+}
+
+#[test]
+fn buffered_message_expires_after_its_time_to_live() {
+    let mut p = Partition::new();
+    p.deploy("wait.bpmn", &message_model());
+    p.publish("paid", "late", 1_000, "", json!({}));
+    p.now += 1_001;
+    p.process(Input::Tick);
+    let instance = p.create("wait", json!({"orderId": "late"}));
+    assert!(!p.completed(instance));
+}
+
+#[test]
+fn cancelling_an_instance_terminates_it_with_its_jobs() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    let instance = p.create("one", json!({}));
+    assert!(matches!(p.command(ClientCommand::CancelProcessInstance { process_instance_key: instance }), CommandResult::Done { .. }));
+    assert!(!p.is_active(instance));
+    assert!(p.activate("work", 10).is_empty());
+    assert!(p.log.iter().any(|r| r.intent == Intent::Job(JobIntent::Canceled)));
+    match p.command(ClientCommand::CancelProcessInstance { process_instance_key: instance }) {
+        CommandResult::Rejected { kind: RejectionType::NotFound, .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn failing_a_job_without_retries_raises_an_incident_that_resolves_after_retries_are_updated() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    let instance = p.create("one", json!({}));
+    let job = p.activate("work", 1).remove(0);
+    p.command(ClientCommand::FailJob { job_key: job.key, retries: 0, error_message: "printer on fire".into(), retry_backoff: 0, variables: String::new() });
+    let (incident_key, incident) = p.open_incidents().remove(0);
+    assert_eq!(incident.error_type, ErrorType::JobNoRetries);
+    assert_eq!(incident.error_message, "printer on fire");
+    match p.command(ClientCommand::ResolveIncident { incident_key }) {
+        CommandResult::Rejected { kind: RejectionType::InvalidState, reason } => assert!(reason.contains("retries")),
+        other => panic!("{other:?}"),
+    }
+    p.command(ClientCommand::UpdateJobRetries { job_key: job.key, retries: 2 });
+    p.command(ClientCommand::ResolveIncident { incident_key });
+    let again = p.activate("work", 1).remove(0);
+    assert_eq!((again.key, again.retries), (job.key, 2));
+    p.complete(again.key, json!({}));
+    assert!(p.completed(instance));
+}
+
+#[test]
+fn a_failed_job_with_backoff_is_activatable_only_after_the_backoff() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    p.create("one", json!({}));
+    let job = p.activate("work", 1).remove(0);
+    p.command(ClientCommand::FailJob { job_key: job.key, retries: 2, error_message: String::new(), retry_backoff: 5_000, variables: String::new() });
+    assert!(p.activate("work", 1).is_empty());
+    p.now += 5_000;
+    let output = p.process(Input::Tick);
+    assert_eq!(output.jobs_available, vec!["work".to_string()]);
+    assert_eq!(p.activate("work", 1)[0].retries, 2);
+}
+
+#[test]
+fn an_activated_job_times_out_and_becomes_activatable_again() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    p.create("one", json!({}));
+    let job = p.activate("work", 1).remove(0);
+    assert!(p.activate("work", 1).is_empty());
+    p.now += 30_000;
+    p.process(Input::Tick);
+    assert_eq!(p.activate("work", 1)[0].key, job.key);
+    assert_eq!(jobs::get(&p.state, job.key).unwrap().state, jobs::JobState::Activated);
+}
+
+#[test]
+fn completing_a_job_twice_is_rejected_without_harm() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    let instance = p.create("one", json!({}));
+    let job = p.activate("work", 1).remove(0);
+    p.complete(job.key, json!({}));
+    match p.complete(job.key, json!({})) {
+        CommandResult::Rejected { kind: RejectionType::NotFound, reason } => assert!(reason.contains(&job.key.to_string())),
+        other => panic!("{other:?}"),
+    }
+    match p.command(ClientCommand::CompleteJob { job_key: 12345, variables: "[1]".into() }) {
+        CommandResult::Rejected { kind: RejectionType::NotFound, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(p.completed(instance));
+}
+
+#[test]
+fn thrown_error_is_caught_by_a_matching_boundary_event_and_uncaught_errors_raise_incidents() {
+    let mut p = Partition::new();
+    let model = bpmn(
+        "risky",
+        &[
+            r#"<bpmn:startEvent id="start" /><bpmn:endEvent id="ok" /><bpmn:endEvent id="handled" />"#.to_string(),
+            task("charge", "charge", ""),
+            r#"<bpmn:boundaryEvent id="declined" attachedToRef="charge"><bpmn:errorEventDefinition errorRef="e1" /></bpmn:boundaryEvent>"#.to_string(),
+            flow("f1", "start", "charge"),
+            flow("f2", "charge", "ok"),
+            flow("f3", "declined", "handled"),
+            r#"</bpmn:process><bpmn:error id="e1" errorCode="CARD_DECLINED" /><bpmn:process id="unused" isExecutable="false">"#.to_string(),
+        ]
+        .concat(),
+    );
+    p.deploy("risky.bpmn", &model);
+    let caught = p.create("risky", json!({}));
+    let job = p.activate("charge", 1).remove(0);
+    p.command(ClientCommand::ThrowError { job_key: job.key, error_code: "CARD_DECLINED".into(), error_message: "no funds".into(), variables: json!({"reason": "funds"}).to_string() });
+    assert!(p.element_completed("handled"));
+    assert!(p.completed(caught));
+
+    let uncaught = p.create("risky", json!({}));
+    let job = p.activate("charge", 1).remove(0);
+    p.command(ClientCommand::ThrowError { job_key: job.key, error_code: "OTHER".into(), error_message: String::new(), variables: String::new() });
+    let (_, incident) = p.open_incidents().remove(0);
+    assert_eq!(incident.error_type, ErrorType::UnhandledErrorEvent);
+    assert!(incident.error_message.contains("OTHER"));
+    assert!(p.is_active(uncaught));
+}
+
+#[test]
+fn a_failing_expression_raises_an_incident_naming_it_that_resolves_after_set_variables() {
+    let mut p = Partition::new();
+    let model = bpmn(
+        "dyn",
+        &[
+            r#"<bpmn:startEvent id="start" /><bpmn:endEvent id="end" />"#.to_string(),
+            task("work", "=upper case(kind)", ""),
+            flow("f1", "start", "work"),
+            flow("f2", "work", "end"),
+        ]
+        .concat(),
+    );
+    p.deploy("dyn.bpmn", &model);
+    let instance = p.create("dyn", json!({}));
+    let (incident_key, incident) = p.open_incidents().remove(0);
+    assert_eq!(incident.error_type, ErrorType::ExtractValueError);
+    assert!(incident.error_message.contains("upper case(kind)"), "{}", incident.error_message);
+    p.command(ClientCommand::SetVariables { element_instance_key: instance, variables: json!({"kind": "mail"}).to_string(), local: false });
+    p.command(ClientCommand::ResolveIncident { incident_key });
+    assert_eq!(p.activate("MAIL", 1).len(), 1);
+}
+
+#[test]
+fn message_start_event_creates_an_instance_per_message() {
+    let mut p = Partition::new();
+    let model = bpmn(
+        "onOrder",
+        &[
+            r#"<bpmn:startEvent id="start"><bpmn:messageEventDefinition messageRef="m" /></bpmn:startEvent><bpmn:endEvent id="end" />"#.to_string(),
+            task("work", "work", ""),
+            flow("f1", "start", "work"),
+            flow("f2", "work", "end"),
+            r#"</bpmn:process><bpmn:message id="m" name="order-placed" /><bpmn:process id="unused" isExecutable="false">"#.to_string(),
+        ]
+        .concat(),
+    );
+    p.deploy("start.bpmn", &model);
+    p.publish("order-placed", "a", 0, "", json!({"item": "book"}));
+    p.publish("order-placed", "b", 0, "", json!({"item": "pen"}));
+    let jobs = p.activate("work", 10);
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(serde_json::from_str::<Json>(&jobs[0].variables).unwrap(), json!({"item": "book"}));
+    match p.command(create_command("onOrder", json!({}), None)) {
+        CommandResult::Rejected { kind: RejectionType::InvalidState, reason } => assert!(reason.contains("none start event")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn malformed_variables_are_rejected_with_the_reason() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    let command = ClientCommand::CreateProcessInstance(CreateProcessInstance {
+        process_definition_key: 0,
+        bpmn_process_id: "one".into(),
+        version: -1,
+        variables: "{not json".into(),
+        tenant_id: DEFAULT_TENANT.into(),
+        await_result: None,
+    });
+    match p.command(command) {
+        CommandResult::Rejected { kind: RejectionType::InvalidArgument, reason } => assert!(reason.contains("JSON"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn replaying_the_log_rebuilds_the_same_state() {
+    let mut p = Partition::new();
+    p.deploy("route.bpmn", &gateway_model());
+    p.deploy("wait.bpmn", &message_model());
+    for amount in [1, 200, 3] {
+        p.create("route", json!({"amount": amount}));
+    }
+    p.create("wait", json!({"orderId": "x"}));
+    let job = p.activate("big", 1).remove(0);
+    p.complete(job.key, json!({"done": true}));
+    p.publish("paid", "x", 10_000, "", json!({}));
+    let mut replayed = MemKv::new();
+    let mut engine = Engine::new(1, 1);
+    for record in &p.log {
+        engine.apply(&mut replayed, record);
+    }
+    assert_eq!(replayed.iter().collect::<Vec<_>>(), p.state.iter().collect::<Vec<_>>());
+}
