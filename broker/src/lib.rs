@@ -1,1 +1,177 @@
-//! placeholder
+//! Waggle's broker: hosts partition replicas and runs the engine on the partitions it leads.
+//!
+//! A broker opens one RocksDB database and one openraft group per local partition, serves the
+//! broker-internal gRPC service (commands from gateways, raft traffic from peers) and the management
+//! HTTP API (health, metrics). Everything stops when the shutdown token is cancelled.
+
+pub mod config;
+mod management;
+mod metrics;
+mod partition;
+mod raft;
+mod service;
+mod storage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use waggle_protocol::broker_rpc::broker_server::BrokerServer;
+
+pub use config::{BrokerConfig, ConfigError};
+
+use crate::metrics::Metrics;
+use crate::partition::{Partition, PartitionError, PartitionSetup, Router};
+use crate::raft::network::Peers;
+use crate::service::BrokerService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerStartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+}
+
+/// A started broker: where it listens, and a handle that ends when it stopped.
+pub struct RunningBroker {
+    pub command_addr: SocketAddr,
+    pub internal_addr: SocketAddr,
+    pub management_addr: SocketAddr,
+    pub stopped: tokio::task::JoinHandle<()>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BrokerStartError> {
+    TcpListener::bind(addr).await.map_err(|source| BrokerStartError::Bind { what, addr, source })
+}
+
+/// Starts a broker; it runs until `shutdown` is cancelled.
+pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<RunningBroker, BrokerStartError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| BrokerStartError::DataDir { path: config.data_dir.clone(), source })?;
+    let command_listener = bind("command", config.command_addr).await?;
+    let command_addr = command_listener.local_addr().map_err(|source| BrokerStartError::Bind {
+        what: "command",
+        addr: config.command_addr,
+        source,
+    })?;
+    let internal_listener = if config.internal_addr == config.command_addr {
+        None
+    } else {
+        Some(bind("internal", config.internal_addr).await?)
+    };
+    let internal_addr = match &internal_listener {
+        Some(l) => l.local_addr().map_err(|source| BrokerStartError::Bind {
+            what: "internal",
+            addr: config.internal_addr,
+            source,
+        })?,
+        None => command_addr,
+    };
+    let management_listener = bind("management", config.management_addr).await?;
+    let management_addr = management_listener.local_addr().map_err(|source| BrokerStartError::Bind {
+        what: "management",
+        addr: config.management_addr,
+        source,
+    })?;
+
+    let mut config = config;
+    if config.peers.is_empty() {
+        config.peers = vec![internal_addr.to_string()];
+    }
+    if config.advertised_command_addr.is_none() {
+        config.advertised_command_addr = Some(command_addr.to_string());
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let (jobs, _) = broadcast::channel(1024);
+    let peers = Peers::default();
+    let local: Arc<std::sync::OnceLock<Arc<HashMap<u32, Arc<Partition>>>>> = Arc::new(std::sync::OnceLock::new());
+    let router: Router = {
+        let local = local.clone();
+        Arc::new(move |partition_id, command| match local.get().and_then(|partitions| partitions.get(&partition_id)) {
+            Some(partition) => {
+                if let Err(e) = partition.deliver(command) {
+                    tracing::warn!(partition = partition_id, error = %e, "could not deliver a command between partitions");
+                }
+            }
+            None => tracing::warn!(partition = partition_id, "no local replica for a command between partitions"),
+        })
+    };
+    let mut partitions = HashMap::new();
+    for partition_id in config.local_partitions() {
+        let members: BTreeMap<u64, String> =
+            config.replicas_of(partition_id).into_iter().map(|node| (node as u64, config.peer_addr(node))).collect();
+        let partition = Partition::start(PartitionSetup {
+            partition_id,
+            partition_count: config.partitions,
+            node_id: config.node_id as u64,
+            members,
+            data_dir: &config.data_dir,
+            peers: peers.clone(),
+            queue_capacity: config.queue_capacity,
+            metrics: metrics.clone(),
+            jobs: jobs.clone(),
+            router: router.clone(),
+            shutdown: shutdown.clone(),
+        })
+        .await?;
+        partitions.insert(partition_id, partition);
+    }
+    let partitions = Arc::new(partitions);
+    let _ = local.set(partitions.clone());
+
+    let service = Arc::new(BrokerService { config: config.clone(), partitions: partitions.clone(), jobs, metrics });
+    tracing::info!(
+        node_id = config.node_id,
+        partitions = ?config.local_partitions(),
+        data_dir = %config.data_dir.display(),
+        "broker listening: commands on {command_addr}, internal on {internal_addr}, management on http://{management_addr}"
+    );
+
+    let grpc = |listener: TcpListener| {
+        let service = service.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let server = BrokerServer::from_arc(service)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024);
+            if let Err(e) = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(server)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "broker gRPC server failed");
+            }
+        }
+    };
+    let command_server = tokio::spawn(grpc(command_listener));
+    let internal_server = internal_listener.map(|l| tokio::spawn(grpc(l)));
+    let management = tokio::spawn(management::serve(management_listener, service.clone(), shutdown.clone()));
+
+    let stopped = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let _ = command_server.await;
+        if let Some(server) = internal_server {
+            let _ = server.await;
+        }
+        let _ = management.await;
+        for partition in partitions.values() {
+            if let Err(e) = partition.raft.shutdown().await {
+                tracing::warn!(partition = partition.id, error = %e, "raft did not shut down cleanly");
+            }
+        }
+        tracing::info!("broker stopped");
+    });
+    Ok(RunningBroker { command_addr, internal_addr, management_addr, stopped })
+}

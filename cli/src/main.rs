@@ -1,1 +1,210 @@
-fn main() {}
+//! The `waggle` command: a development node, a broker, a gateway, and the load generator.
+
+mod bench;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use waggle_broker::BrokerConfig;
+use waggle_gateway::GatewayConfig;
+
+#[derive(Parser)]
+#[command(name = "waggle", version, about = "A distributed BPMN workflow engine that speaks Zeebe's client protocol")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "WAGGLE_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One node for development: a broker with one partition and an embedded gateway.
+    Dev(DevArgs),
+    /// One broker of a cluster.
+    Broker(BrokerArgs),
+    /// A stateless gateway in front of the brokers.
+    Gateway(GatewayArgs),
+    /// Load generator: keeps instances of a one-task process in flight and reports throughput.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Where partition data lives.
+    #[arg(long, env = "WAGGLE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// gRPC address for Zeebe clients.
+    #[arg(long, env = "WAGGLE_GRPC_ADDR", default_value = "127.0.0.1:26500")]
+    grpc_addr: SocketAddr,
+    /// Management HTTP address (health, metrics).
+    #[arg(long, env = "WAGGLE_MANAGEMENT_ADDR", default_value = "127.0.0.1:9600")]
+    management_addr: SocketAddr,
+    /// The embedded broker's internal address (the gateway talks to it here).
+    #[arg(long, env = "WAGGLE_COMMAND_ADDR", default_value = "127.0.0.1:26501")]
+    command_addr: SocketAddr,
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// TOML configuration file; flags and WAGGLE_* variables override it.
+    #[arg(long, env = "WAGGLE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "WAGGLE_NODE_ID")]
+    node_id: Option<u32>,
+    #[arg(long, env = "WAGGLE_CLUSTER_SIZE")]
+    cluster_size: Option<u32>,
+    #[arg(long, env = "WAGGLE_PARTITIONS")]
+    partitions: Option<u32>,
+    #[arg(long, env = "WAGGLE_REPLICATION_FACTOR")]
+    replication_factor: Option<u32>,
+    /// Internal addresses of all brokers in node-id order, comma-separated.
+    #[arg(long, env = "WAGGLE_PEERS", value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    #[arg(long, env = "WAGGLE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "WAGGLE_INTERNAL_ADDR")]
+    internal_addr: Option<String>,
+    #[arg(long, env = "WAGGLE_COMMAND_ADDR")]
+    command_addr: Option<String>,
+    /// The command address gateways should use, when it differs from the bound one.
+    #[arg(long, env = "WAGGLE_ADVERTISED_COMMAND_ADDR")]
+    advertised_command_addr: Option<String>,
+    #[arg(long, env = "WAGGLE_MANAGEMENT_ADDR")]
+    management_addr: Option<String>,
+    /// Commands a partition queues before answering RESOURCE_EXHAUSTED.
+    #[arg(long, env = "WAGGLE_QUEUE_CAPACITY")]
+    queue_capacity: Option<usize>,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// Command addresses of the brokers, comma-separated.
+    #[arg(long, env = "WAGGLE_BROKERS", value_delimiter = ',', required = true)]
+    brokers: Vec<String>,
+    #[arg(long, env = "WAGGLE_GRPC_ADDR", default_value = "0.0.0.0:26500")]
+    grpc_addr: SocketAddr,
+    /// Default long-polling time of ActivateJobs, in milliseconds.
+    #[arg(long, env = "WAGGLE_LONG_POLL_MS", default_value_t = 10_000)]
+    long_poll_ms: u64,
+    /// Largest request a client may send, in bytes.
+    #[arg(long, env = "WAGGLE_MAX_MESSAGE_SIZE", default_value_t = 4 * 1024 * 1024)]
+    max_message_size: usize,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WAGGLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancels the token on SIGTERM or Ctrl-C.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on Unix");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
+
+fn gateway_config(
+    brokers: Vec<String>,
+    grpc_addr: SocketAddr,
+    long_poll: Duration,
+    max_message_size: usize,
+) -> GatewayConfig {
+    GatewayConfig {
+        grpc_addr,
+        brokers,
+        default_long_poll: long_poll,
+        max_message_size,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    match command {
+        Command::Dev(args) => {
+            let broker = BrokerConfig::single_node(args.data_dir, args.command_addr, args.management_addr);
+            let gateway = gateway_config(
+                vec![args.command_addr.to_string()],
+                args.grpc_addr,
+                Duration::from_secs(10),
+                4 * 1024 * 1024,
+            );
+            gateway.validate()?;
+            cancel_on_signal(shutdown.clone());
+            let running = waggle_broker::start(broker, shutdown.clone()).await?;
+            waggle_gateway::serve(gateway, shutdown.clone()).await?;
+            running.stopped.await?;
+        }
+        Command::Broker(args) => {
+            let file = match &args.config {
+                Some(path) => config::read_file(path)?,
+                None => config::BrokerFile::default(),
+            };
+            let overrides = config::BrokerOverrides {
+                node_id: args.node_id,
+                cluster_size: args.cluster_size,
+                partitions: args.partitions,
+                replication_factor: args.replication_factor,
+                peers: args.peers,
+                data_dir: args.data_dir,
+                internal_addr: args.internal_addr,
+                command_addr: args.command_addr,
+                advertised_command_addr: args.advertised_command_addr,
+                management_addr: args.management_addr,
+                queue_capacity: args.queue_capacity,
+            };
+            let broker = config::broker_config(overrides, file)?;
+            cancel_on_signal(shutdown.clone());
+            let running = waggle_broker::start(broker, shutdown.clone()).await?;
+            running.stopped.await?;
+        }
+        Command::Gateway(args) => {
+            let gateway = gateway_config(
+                args.brokers,
+                args.grpc_addr,
+                Duration::from_millis(args.long_poll_ms),
+                args.max_message_size,
+            );
+            gateway.validate()?;
+            cancel_on_signal(shutdown.clone());
+            waggle_gateway::serve(gateway, shutdown).await?;
+        }
+        Command::Bench(args) => bench::run(args).await?,
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts");
+    if let Err(error) = runtime.block_on(run(cli.command)) {
+        tracing::error!("{error:#}");
+        eprintln!("waggle: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -53,9 +53,7 @@ impl ProcessModel {
     /// Root-level message start events.
     pub fn message_start_events(&self) -> impl Iterator<Item = (ElementIdx, &MessageDefinition)> {
         self.elements.iter().enumerate().filter_map(|(idx, e)| match &e.kind {
-            ElementKind::StartEvent { trigger: StartTrigger::Message(message) }
-                if e.parent == Some(Self::ROOT) =>
-            {
+            ElementKind::StartEvent { trigger: StartTrigger::Message(message) } if e.parent == Some(Self::ROOT) => {
                 Some((idx, message))
             }
             _ => None,
@@ -119,20 +117,41 @@ impl Element {
 
 #[derive(Debug)]
 pub enum ElementKind {
-    Process { none_start: Option<ElementIdx> },
-    SubProcess { none_start: Option<ElementIdx> },
-    StartEvent { trigger: StartTrigger },
-    EndEvent { kind: EndKind },
+    Process {
+        none_start: Option<ElementIdx>,
+    },
+    SubProcess {
+        none_start: Option<ElementIdx>,
+    },
+    StartEvent {
+        trigger: StartTrigger,
+    },
+    EndEvent {
+        kind: EndKind,
+    },
     /// A message intermediate catch event.
-    IntermediateCatchEvent { message: MessageDefinition },
+    IntermediateCatchEvent {
+        message: MessageDefinition,
+    },
     /// A none intermediate throw event: passes straight through.
     IntermediateThrowEvent,
     /// An error boundary event. `error_code` `None` catches every error.
-    BoundaryEvent { attached_to: ElementIdx, error_code: Option<String>, interrupting: bool },
+    BoundaryEvent {
+        attached_to: ElementIdx,
+        error_code: Option<String>,
+        interrupting: bool,
+    },
     /// Service, send, business rule, script, user, manual and undefined tasks.
-    Task { kind: TaskKind, behavior: TaskBehavior },
-    ReceiveTask { message: MessageDefinition },
-    ExclusiveGateway { default_flow: Option<FlowIdx> },
+    Task {
+        kind: TaskKind,
+        behavior: TaskBehavior,
+    },
+    ReceiveTask {
+        message: MessageDefinition,
+    },
+    ExclusiveGateway {
+        default_flow: Option<FlowIdx>,
+    },
     ParallelGateway,
 }
 
@@ -147,7 +166,9 @@ pub enum EndKind {
     None,
     Terminate,
     /// Throws a BPMN error with this code.
-    Error { error_code: String },
+    Error {
+        error_code: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -36,27 +36,18 @@ const EXPECTATIONS: &[(&str, Expected)] = &[
         "c8js__Client-DeployWorkflow.bpmn",
         Rejected(&[
             ("ExclusiveGateway_0wne7eb", "(eventBasedGateway)"),
-            (
-                "IntermediateCatchEvent_04zcf15",
-                "(intermediateCatchEvent with timerEventDefinition)",
-            ),
+            ("IntermediateCatchEvent_04zcf15", "(intermediateCatchEvent with timerEventDefinition)"),
         ]),
     ),
     ("c8js__Client-MessageStart.bpmn", Parses(&["Process_1tbhm8x"])),
     ("c8js__Client-ThrowError.bpmn", Parses(&["throw-bpmn-error"])),
     ("c8js__MigrateProcess-Version-1.bpmn", Parses(&["migrant-work"])),
     ("c8js__MigrateProcess-Version-2.bpmn", Parses(&["migrant-work"])),
-    (
-        "c8js__Signal.bpmn",
-        Rejected(&[("StartEvent_1", "(startEvent with signalEventDefinition)")]),
-    ),
+    ("c8js__Signal.bpmn", Rejected(&[("StartEvent_1", "(startEvent with signalEventDefinition)")])),
     ("c8js__Worker-Failure-Retries.bpmn", Parses(&["worker-failure-retries"])),
     (
         "c8js__await-outcome.bpmn",
-        Rejected(&[(
-            "IntermediateCatchEvent_1y9tvcp",
-            "(intermediateCatchEvent with timerEventDefinition)",
-        )]),
+        Rejected(&[("IntermediateCatchEvent_1y9tvcp", "(intermediateCatchEvent with timerEventDefinition)")]),
     ),
     ("c8js__conditional-pathway.bpmn", Parses(&["condition-test"])),
     (
@@ -65,56 +56,26 @@ const EXPECTATIONS: &[(&str, Expected)] = &[
             43,
             &[
                 ("StartEvent_1", "(startEvent with signalEventDefinition)"),
-                (
-                    "IntermediateThrowEvent_17klzml",
-                    "(intermediateCatchEvent with timerEventDefinition)",
-                ),
+                ("IntermediateThrowEvent_17klzml", "(intermediateCatchEvent with timerEventDefinition)"),
                 ("EndEvent_0srm2o2", "(endEvent with escalationEventDefinition)"),
                 ("EndEvent_0o8v1jl", "(endEvent with messageEventDefinition)"),
-                (
-                    "IntermediateThrowEvent_1kuokb3",
-                    "(intermediateThrowEvent with messageEventDefinition)",
-                ),
-                (
-                    "IntermediateThrowEvent_0fkdada",
-                    "(boundaryEvent with timerEventDefinition)",
-                ),
-                (
-                    "IntermediateThrowEvent_1sf86i9",
-                    "(boundaryEvent with signalEventDefinition)",
-                ),
-                (
-                    "StartEvent_0qb8yvn",
-                    "an embedded subprocess can only have a none start event",
-                ),
-                (
-                    "EndEvent_1f0bu2i",
-                    "an error end event must reference a bpmn:error (errorRef)",
-                ),
-                (
-                    "IntermediateThrowEvent_1sjh2tq",
-                    "must reference a bpmn:message (messageRef)",
-                ),
+                ("IntermediateThrowEvent_1kuokb3", "(intermediateThrowEvent with messageEventDefinition)"),
+                ("IntermediateThrowEvent_0fkdada", "(boundaryEvent with timerEventDefinition)"),
+                ("IntermediateThrowEvent_1sf86i9", "(boundaryEvent with signalEventDefinition)"),
+                ("StartEvent_0qb8yvn", "an embedded subprocess can only have a none start event"),
+                ("EndEvent_1f0bu2i", "an error end event must reference a bpmn:error (errorRef)"),
+                ("IntermediateThrowEvent_1sjh2tq", "must reference a bpmn:message (messageRef)"),
                 ("Process_0bf61fu", "has 2 none start events; at most one is allowed"),
-                (
-                    "SequenceFlow_0w2ftre",
-                    "leaves exclusive gateway 'ExclusiveGateway_08jjs93' without a condition",
-                ),
+                ("SequenceFlow_0w2ftre", "leaves exclusive gateway 'ExclusiveGateway_08jjs93' without a condition"),
             ],
         ),
     ),
     ("c8js__hello-world-complete.bpmn", Parses(&["hello-world-complete"])),
-    (
-        "c8js__message-correlation-test.bpmn",
-        Parses(&["message-correlation-test"]),
-    ),
+    ("c8js__message-correlation-test.bpmn", Parses(&["message-correlation-test"])),
     ("c8js__modeller7File.TRUNCATED.bpmn", MalformedXml),
     (
         "c8js__zeebe-user-task.bpmn",
-        Rejected(&[(
-            "Activity_1d6heog",
-            "(userTask with zeebe:userTask (a Camunda user task))",
-        )]),
+        Rejected(&[("Activity_1d6heog", "(userTask with zeebe:userTask (a Camunda user task))")]),
     ),
     ("miwg__A.3.0.bpmn", NoExecutableProcess),
     ("miwg__B.2.0.bpmn", NoExecutableProcess),
@@ -122,14 +83,8 @@ const EXPECTATIONS: &[(&str, Expected)] = &[
     (
         "miwg__C.9.0.bpmn",
         Rejected(&[
-            (
-                "Activity_1ke2ixr",
-                "(subProcess with triggeredByEvent, i.e. an event subprocess)",
-            ),
-            (
-                "Activity_0vp33kx",
-                "(subProcess with triggeredByEvent, i.e. an event subprocess)",
-            ),
+            ("Activity_1ke2ixr", "(subProcess with triggeredByEvent, i.e. an event subprocess)"),
+            ("Activity_0vp33kx", "(subProcess with triggeredByEvent, i.e. an event subprocess)"),
             ("Activity_ManualCheck", "(callActivity)"),
             (
                 "BusinessRuleTask_CheckApplicationAutomatically",
@@ -147,18 +102,9 @@ const EXPECTATIONS: &[(&str, Expected)] = &[
     (
         "miwg__C.9.2.bpmn",
         Rejected(&[
-            (
-                "Activity_0uvp3cb",
-                "(subProcess with triggeredByEvent, i.e. an event subprocess)",
-            ),
-            (
-                "Activity_1esx1s7",
-                "(subProcess with triggeredByEvent, i.e. an event subprocess)",
-            ),
-            (
-                "Activity_02a6b2h",
-                "(subProcess with triggeredByEvent, i.e. an event subprocess)",
-            ),
+            ("Activity_0uvp3cb", "(subProcess with triggeredByEvent, i.e. an event subprocess)"),
+            ("Activity_1esx1s7", "(subProcess with triggeredByEvent, i.e. an event subprocess)"),
+            ("Activity_02a6b2h", "(subProcess with triggeredByEvent, i.e. an event subprocess)"),
             ("TimerEvent_Timeout", "(boundaryEvent with timerEventDefinition)"),
         ]),
     ),
@@ -171,28 +117,19 @@ const EXPECTATIONS: &[(&str, Expected)] = &[
         ]),
     ),
     ("zeebe__model.bpmn", Parses(&["process"])),
-    (
-        "zeebe__signal_start_event.bpmn",
-        Rejected(&[("StartEvent_1", "(startEvent with signalEventDefinition)")]),
-    ),
+    ("zeebe__signal_start_event.bpmn", Rejected(&[("StartEvent_1", "(startEvent with signalEventDefinition)")])),
     ("zeebe__simple-process.bpmn", Parses(&["simpleProcess"])),
     ("zeebe__start_event.bpmn", Parses(&["Process_01ltxrx"])),
     (
         "zpt__automated-tests.bpmn",
         Rejected(&[("Activity_1kq2g9a", "(subProcess with multiInstanceLoopCharacteristics)")]),
     ),
-    (
-        "zpt__call-activity.bpmn",
-        Rejected(&[("callactivity", "(callActivity)")]),
-    ),
+    ("zpt__call-activity.bpmn", Rejected(&[("callactivity", "(callActivity)")])),
     ("zpt__looping-servicetask.bpmn", Parses(&["looping-servicetask"])),
     ("zpt__message-start-event.bpmn", Parses(&["message-start-event"])),
     (
         "zpt__multiple-call-activity.bpmn",
-        Rejected(&[
-            ("callactivityOne", "(callActivity)"),
-            ("callactivityTwo", "(callActivity)"),
-        ]),
+        Rejected(&[("callactivityOne", "(callActivity)"), ("callactivityTwo", "(callActivity)")]),
     ),
     ("zpt__multiple-tasks.bpmn", Parses(&["multiple-tasks"])),
     (
@@ -200,30 +137,18 @@ const EXPECTATIONS: &[(&str, Expected)] = &[
         Rejected(&[
             ("triggerTests", "(callActivity)"),
             ("Gateway_1wymgxc", "(eventBasedGateway)"),
-            (
-                "remindReviewerTimer",
-                "(intermediateCatchEvent with timerEventDefinition)",
-            ),
+            ("remindReviewerTimer", "(intermediateCatchEvent with timerEventDefinition)"),
         ]),
     ),
     ("zpt__start-end.bpmn", Parses(&["start-end"])),
     (
         "zpt__test_timer_events.bpmn",
         Rejected(&[
-            (
-                "TimerEvent_Wait1s",
-                "(intermediateCatchEvent with timerEventDefinition)",
-            ),
-            (
-                "TimerEvent_Wait30d",
-                "(intermediateCatchEvent with timerEventDefinition)",
-            ),
+            ("TimerEvent_Wait1s", "(intermediateCatchEvent with timerEventDefinition)"),
+            ("TimerEvent_Wait30d", "(intermediateCatchEvent with timerEventDefinition)"),
         ]),
     ),
-    (
-        "zpt__timer-start-event-daily.bpmn",
-        Rejected(&[("timer", "(startEvent with timerEventDefinition)")]),
-    ),
+    ("zpt__timer-start-event-daily.bpmn", Rejected(&[("timer", "(startEvent with timerEventDefinition)")])),
 ];
 
 fn fixtures_dir() -> &'static Path {
@@ -234,31 +159,15 @@ fn fixtures_dir() -> &'static Path {
 fn every_fixture_has_an_expectation_and_every_expectation_a_fixture() {
     let files: BTreeSet<String> = std::fs::read_dir(fixtures_dir())
         .expect("fixtures directory is readable")
-        .map(|entry| {
-            entry
-                .expect("directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|entry| entry.expect("directory entry").file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".bpmn"))
         .collect();
     let expected: BTreeSet<String> = EXPECTATIONS.iter().map(|(name, _)| name.to_string()).collect();
-    assert_eq!(
-        EXPECTATIONS.len(),
-        expected.len(),
-        "a fixture is listed twice in EXPECTATIONS"
-    );
+    assert_eq!(EXPECTATIONS.len(), expected.len(), "a fixture is listed twice in EXPECTATIONS");
     let missing: Vec<_> = files.difference(&expected).collect();
-    assert!(
-        missing.is_empty(),
-        "fixtures without an expected outcome in EXPECTATIONS: {missing:?}"
-    );
+    assert!(missing.is_empty(), "fixtures without an expected outcome in EXPECTATIONS: {missing:?}");
     let stale: Vec<_> = expected.difference(&files).collect();
-    assert!(
-        stale.is_empty(),
-        "EXPECTATIONS lists files that are not in the fixtures: {stale:?}"
-    );
+    assert!(stale.is_empty(), "EXPECTATIONS lists files that are not in the fixtures: {stale:?}");
 }
 
 #[test]
@@ -298,9 +207,7 @@ fn check(file: &str, xml: &[u8], expected: &Expected) -> Result<(), String> {
             if message.starts_with(&format!("'{file}': malformed XML at line ")) {
                 Ok(())
             } else {
-                Err(format!(
-                    "malformed-XML message does not name the resource and position: {message}"
-                ))
+                Err(format!("malformed-XML message does not name the resource and position: {message}"))
             }
         }
         (NoExecutableProcess, Err(err @ BpmnError::Invalid { .. })) => {
@@ -308,9 +215,7 @@ fn check(file: &str, xml: &[u8], expected: &Expected) -> Result<(), String> {
             if err.problems().len() == 1 && message.contains("contains no executable process") {
                 Ok(())
             } else {
-                Err(format!(
-                    "expected only 'contains no executable process', got:\n{message}"
-                ))
+                Err(format!("expected only 'contains no executable process', got:\n{message}"))
             }
         }
         (Rejected(reasons), Err(err @ BpmnError::Invalid { .. })) => check_problems(&err, reasons.len(), reasons),

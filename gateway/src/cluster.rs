@@ -75,10 +75,7 @@ impl ClusterView {
         let known = || brokers.iter().flatten();
         let partitions_count = known().map(|b| b.info.partitions_count).max().unwrap_or(0);
         let cluster_size = known().map(|b| b.info.cluster_size).max().unwrap_or(0);
-        let replication_factor = known()
-            .map(|b| b.info.replication_factor)
-            .max()
-            .unwrap_or(0);
+        let replication_factor = known().map(|b| b.info.replication_factor).max().unwrap_or(0);
         let mut claims: Vec<Option<(u64, usize)>> = vec![None; partitions_count as usize];
         for (index, state) in brokers.iter().enumerate() {
             let Some(state) = state.as_ref().filter(|s| s.reachable) else {
@@ -89,8 +86,7 @@ impl ClusterView {
                     Some(slot) if slot < claims.len() => slot,
                     _ => continue,
                 };
-                if partition.role == PartitionRole::Leader
-                    && claims[slot].is_none_or(|(term, _)| partition.term > term)
+                if partition.role == PartitionRole::Leader && claims[slot].is_none_or(|(term, _)| partition.term > term)
                 {
                     claims[slot] = Some((partition.term, index));
                 }
@@ -99,10 +95,7 @@ impl ClusterView {
         ClusterView {
             generation,
             brokers,
-            leaders: claims
-                .into_iter()
-                .map(|c| c.map(|(_, index)| index))
-                .collect(),
+            leaders: claims.into_iter().map(|c| c.map(|(_, index)| index)).collect(),
             partitions_count,
             cluster_size,
             replication_factor,
@@ -130,10 +123,7 @@ impl Cluster {
         let brokers = addrs
             .iter()
             .map(|addr| {
-                let bad = |reason: String| ClusterError::BadAddress {
-                    addr: addr.clone(),
-                    reason,
-                };
+                let bad = |reason: String| ClusterError::BadAddress { addr: addr.clone(), reason };
                 split_host_port(addr).map_err(|r| bad(r.to_string()))?;
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| bad(e.to_string()))?
@@ -145,21 +135,12 @@ impl Cluster {
                 let client = BrokerClient::new(endpoint.connect_lazy())
                     .max_decoding_message_size(BROKER_MESSAGE_LIMIT)
                     .max_encoding_message_size(BROKER_MESSAGE_LIMIT);
-                Ok(BrokerConn {
-                    addr: addr.clone(),
-                    client,
-                })
+                Ok(BrokerConn { addr: addr.clone(), client })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (view, _) = watch::channel(Arc::new(ClusterView {
-            brokers: vec![None; brokers.len()],
-            ..ClusterView::default()
-        }));
-        Ok(Arc::new(Cluster {
-            brokers,
-            view,
-            refresh_requested: Notify::new(),
-        }))
+        let (view, _) =
+            watch::channel(Arc::new(ClusterView { brokers: vec![None; brokers.len()], ..ClusterView::default() }));
+        Ok(Arc::new(Cluster { brokers, view, refresh_requested: Notify::new() }))
     }
 
     pub fn broker(&self, index: usize) -> &BrokerConn {
@@ -205,14 +186,8 @@ impl Cluster {
             .into_iter()
             .zip(previous.brokers.iter())
             .map(|(answer, before)| match answer {
-                Some(info) => Some(BrokerState {
-                    info,
-                    reachable: true,
-                }),
-                None => before.clone().map(|state| BrokerState {
-                    reachable: false,
-                    ..state
-                }),
+                Some(info) => Some(BrokerState { info, reachable: true }),
+                None => before.clone().map(|state| BrokerState { reachable: false, ..state }),
             })
             .collect();
         let view = ClusterView::build(previous.generation + 1, brokers);
@@ -249,16 +224,9 @@ async fn query_topology(broker: &BrokerConn) -> Option<BrokerInfo> {
 
 /// Splits `host:port` (IPv6 hosts in brackets), or says why the address is not of that form.
 pub fn split_host_port(addr: &str) -> Result<(&str, u16), &'static str> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or("has no port (expected host:port)")?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| "has a port that is not a number from 0 to 65535")?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let (host, port) = addr.rsplit_once(':').ok_or("has no port (expected host:port)")?;
+    let port: u16 = port.parse().map_err(|_| "has a port that is not a number from 0 to 65535")?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() {
         return Err("has no host (expected host:port)");
     }
@@ -321,20 +289,14 @@ mod tests {
         use PartitionRole::*;
         let view = ClusterView::build(
             1,
-            vec![
-                state(broker(0, &[(1, Leader, 9)]), false),
-                state(broker(1, &[(1, Follower, 9)]), true),
-            ],
+            vec![state(broker(0, &[(1, Leader, 9)]), false), state(broker(1, &[(1, Follower, 9)]), true)],
         );
         assert_eq!(view.leader(1), None);
     }
 
     #[test]
     fn host_and_port_are_split_including_ipv6() {
-        assert_eq!(
-            split_host_port("broker-0.waggle:26501"),
-            Ok(("broker-0.waggle", 26501))
-        );
+        assert_eq!(split_host_port("broker-0.waggle:26501"), Ok(("broker-0.waggle", 26501)));
         assert_eq!(split_host_port("[::1]:26501"), Ok(("::1", 26501)));
         assert!(split_host_port("broker-0").is_err());
         assert!(split_host_port(":26501").is_err());

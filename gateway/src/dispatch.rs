@@ -36,10 +36,7 @@ pub enum DispatchError {
     Broker(#[from] BrokerError),
     /// The broker's gRPC layer failed the call in an unexpected way.
     #[error("broker {broker} failed the call: {status}")]
-    Rpc {
-        broker: String,
-        status: Box<tonic::Status>,
-    },
+    Rpc { broker: String, status: Box<tonic::Status> },
     #[error("no broker has reported the cluster topology yet (configured brokers: {brokers})")]
     NoTopology { brokers: String },
     #[error("the gateway is shutting down")]
@@ -95,13 +92,7 @@ impl Dispatcher {
                 _ = self.shutdown.cancelled() => return Err(DispatchError::ShuttingDown),
             };
             if !matches!(changed, Ok(Ok(()))) {
-                let brokers = self
-                    .cluster
-                    .brokers()
-                    .iter()
-                    .map(|b| b.addr.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let brokers = self.cluster.brokers().iter().map(|b| b.addr.as_str()).collect::<Vec<_>>().join(", ");
                 return Err(DispatchError::NoTopology { brokers });
             }
         }
@@ -149,12 +140,7 @@ impl Dispatcher {
         request.set_timeout(remaining);
         let mut client = broker.client.clone();
         let answer = match tokio::time::timeout_at(deadline, client.execute(request)).await {
-            Err(_) => {
-                return Attempt::Done(Err(DispatchError::Timeout {
-                    partition,
-                    after: remaining,
-                }))
-            }
+            Err(_) => return Attempt::Done(Err(DispatchError::Timeout { partition, after: remaining })),
             Ok(answer) => answer,
         };
         match answer {
@@ -170,40 +156,25 @@ impl Dispatcher {
 
 fn classify_broker_error(error: BrokerError, broker: &str) -> Attempt {
     match error {
-        BrokerError::NotLeader { .. }
-        | BrokerError::PartitionNotFound { .. }
-        | BrokerError::ShuttingDown => Attempt::Retry(format!("broker {broker}: {error}")),
+        BrokerError::NotLeader { .. } | BrokerError::PartitionNotFound { .. } | BrokerError::ShuttingDown => {
+            Attempt::Retry(format!("broker {broker}: {error}"))
+        }
         other => Attempt::Done(Err(other.into())),
     }
 }
 
-fn classify_status(
-    partition: u32,
-    status: tonic::Status,
-    broker: &str,
-    remaining: Duration,
-) -> Attempt {
+fn classify_status(partition: u32, status: tonic::Status, broker: &str, remaining: Duration) -> Attempt {
     match status.code() {
         // Connection refused or reset, broker restarting: the command may go elsewhere.
-        tonic::Code::Unavailable => Attempt::Retry(format!(
-            "cannot reach broker {broker}: {}",
-            status.message()
-        )),
+        tonic::Code::Unavailable => Attempt::Retry(format!("cannot reach broker {broker}: {}", status.message())),
         // A tonic broker answers CANCELLED ("Timeout expired") when the deadline this gateway
         // sent along in `grpc-timeout` passes, usually just before the gateway's own timer fires.
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            Attempt::Done(Err(DispatchError::Timeout {
-                partition,
-                after: remaining,
-            }))
+            Attempt::Done(Err(DispatchError::Timeout { partition, after: remaining }))
         }
-        tonic::Code::ResourceExhausted => Attempt::Done(Err(BrokerError::Backpressure {
-            partition_id: partition,
+        tonic::Code::ResourceExhausted => {
+            Attempt::Done(Err(BrokerError::Backpressure { partition_id: partition }.into()))
         }
-        .into())),
-        _ => Attempt::Done(Err(DispatchError::Rpc {
-            broker: broker.to_owned(),
-            status: Box::new(status),
-        })),
+        _ => Attempt::Done(Err(DispatchError::Rpc { broker: broker.to_owned(), status: Box::new(status) })),
     }
 }

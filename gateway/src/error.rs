@@ -29,9 +29,9 @@ pub fn broker_error_code(error: &BrokerError) -> Code {
     match error {
         BrokerError::Backpressure { .. } => Code::ResourceExhausted,
         BrokerError::Timeout { .. } => Code::DeadlineExceeded,
-        BrokerError::NotLeader { .. }
-        | BrokerError::PartitionNotFound { .. }
-        | BrokerError::ShuttingDown => Code::Unavailable,
+        BrokerError::NotLeader { .. } | BrokerError::PartitionNotFound { .. } | BrokerError::ShuttingDown => {
+            Code::Unavailable
+        }
         BrokerError::Malformed(_) | BrokerError::Internal(_) => Code::Internal,
     }
 }
@@ -51,9 +51,9 @@ impl From<DispatchError> for Status {
     fn from(error: DispatchError) -> Status {
         let code = match &error {
             DispatchError::Broker(broker) => broker_error_code(broker),
-            DispatchError::Unavailable { .. }
-            | DispatchError::NoTopology { .. }
-            | DispatchError::ShuttingDown => Code::Unavailable,
+            DispatchError::Unavailable { .. } | DispatchError::NoTopology { .. } | DispatchError::ShuttingDown => {
+                Code::Unavailable
+            }
             DispatchError::Timeout { .. } => Code::DeadlineExceeded,
             DispatchError::Rpc { .. } => Code::Internal,
         };
@@ -112,16 +112,10 @@ mod tests {
             (RejectionType::AlreadyExists, Code::AlreadyExists),
             (RejectionType::InvalidState, Code::FailedPrecondition),
             (RejectionType::ProcessingError, Code::Internal),
-            (
-                RejectionType::ExceededBatchRecordSize,
-                Code::InvalidArgument,
-            ),
+            (RejectionType::ExceededBatchRecordSize, Code::InvalidArgument),
         ];
         for (kind, code) in cases {
-            let status = Status::from(TranslateError::Rejected {
-                kind,
-                reason: "because".into(),
-            });
+            let status = Status::from(TranslateError::Rejected { kind, reason: "because".into() });
             assert_eq!(status.code(), code, "{kind:?}");
             assert_eq!(status.message(), "because");
         }
@@ -130,22 +124,10 @@ mod tests {
     #[test]
     fn broker_errors_map_to_retryable_or_final_codes() {
         let cases = [
-            (
-                BrokerError::Backpressure { partition_id: 1 },
-                Code::ResourceExhausted,
-            ),
+            (BrokerError::Backpressure { partition_id: 1 }, Code::ResourceExhausted),
             (BrokerError::Timeout { millis: 5 }, Code::DeadlineExceeded),
-            (
-                BrokerError::NotLeader {
-                    partition_id: 1,
-                    leader: None,
-                },
-                Code::Unavailable,
-            ),
-            (
-                BrokerError::PartitionNotFound { partition_id: 1 },
-                Code::Unavailable,
-            ),
+            (BrokerError::NotLeader { partition_id: 1, leader: None }, Code::Unavailable),
+            (BrokerError::PartitionNotFound { partition_id: 1 }, Code::Unavailable),
             (BrokerError::ShuttingDown, Code::Unavailable),
             (BrokerError::Malformed("x".into()), Code::Internal),
             (BrokerError::Internal("disk".into()), Code::Internal),
@@ -160,40 +142,27 @@ mod tests {
 
     #[test]
     fn exhausted_retries_and_timeouts_are_unavailable_and_deadline_exceeded() {
-        let status = Status::from(DispatchError::Unavailable {
-            partition: 2,
-            cause: "cannot reach broker b:1".into(),
-        });
+        let status = Status::from(DispatchError::Unavailable { partition: 2, cause: "cannot reach broker b:1".into() });
         assert_eq!(status.code(), Code::Unavailable);
-        assert_eq!(
-            status.message(),
-            "partition 2 is unavailable: cannot reach broker b:1"
-        );
-        let status = Status::from(DispatchError::Timeout {
-            partition: 2,
-            after: std::time::Duration::from_millis(1500),
-        });
+        assert_eq!(status.message(), "partition 2 is unavailable: cannot reach broker b:1");
+        let status =
+            Status::from(DispatchError::Timeout { partition: 2, after: std::time::Duration::from_millis(1500) });
         assert_eq!(status.code(), Code::DeadlineExceeded);
-        assert_eq!(
-            status.message(),
-            "partition 2 did not answer within 1500 ms"
-        );
+        assert_eq!(status.message(), "partition 2 did not answer within 1500 ms");
     }
 
     #[test]
     fn oversized_request_becomes_resource_exhausted_with_advice() {
         let mut response = http::Response::new(Body::empty());
-        Status::out_of_range(
-            "Error, decoded message length too large: found 10 bytes, the limit is: 5 bytes",
-        )
-        .add_header(response.headers_mut())
-        .unwrap();
+        Status::out_of_range("Error, decoded message length too large: found 10 bytes, the limit is: 5 bytes")
+            .add_header(response.headers_mut())
+            .unwrap();
         let status = Status::from_header_map(oversized_request_status(response).headers()).unwrap();
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(
-            status.message().starts_with(
-                "the request is larger than this gateway accepts (found 10 bytes, the limit is: 5 bytes)"
-            ),
+            status
+                .message()
+                .starts_with("the request is larger than this gateway accepts (found 10 bytes, the limit is: 5 bytes)"),
             "{}",
             status.message()
         );
@@ -202,9 +171,7 @@ mod tests {
     #[test]
     fn other_responses_are_left_alone() {
         let mut response = http::Response::new(Body::empty());
-        Status::out_of_range("index 7 is out of range")
-            .add_header(response.headers_mut())
-            .unwrap();
+        Status::out_of_range("index 7 is out of range").add_header(response.headers_mut()).unwrap();
         let status = Status::from_header_map(oversized_request_status(response).headers()).unwrap();
         assert_eq!(status.code(), Code::OutOfRange);
         let plain = oversized_request_status(http::Response::new(Body::empty()));

@@ -65,11 +65,7 @@ impl JobSignals {
     pub fn subscribe(self: &Arc<Self>, job_type: &str) -> JobSignal {
         let mut waiting = self.waiting.lock().expect("job signal map poisoned");
         let notify = waiting.entry(job_type.to_owned()).or_default().clone();
-        JobSignal {
-            signals: self.clone(),
-            job_type: job_type.to_owned(),
-            notify,
-        }
+        JobSignal { signals: self.clone(), job_type: job_type.to_owned(), notify }
     }
 
     /// Wakes every request waiting for `job_type`.
@@ -96,11 +92,7 @@ impl JobSignals {
 
 impl Drop for JobSignal {
     fn drop(&mut self) {
-        let mut waiting = self
-            .signals
-            .waiting
-            .lock()
-            .expect("job signal map poisoned");
+        let mut waiting = self.signals.waiting.lock().expect("job signal map poisoned");
         // The map holds one reference and this signal another; nobody else waits for the type.
         if Arc::strong_count(&self.notify) == 2 {
             waiting.remove(&self.job_type);
@@ -109,27 +101,13 @@ impl Drop for JobSignal {
 }
 
 /// Keeps one `JobAvailability` subscription per broker, for as long as the gateway runs.
-pub fn spawn_availability_listeners(
-    cluster: &Arc<Cluster>,
-    signals: &Arc<JobSignals>,
-    shutdown: &CancellationToken,
-) {
+pub fn spawn_availability_listeners(cluster: &Arc<Cluster>, signals: &Arc<JobSignals>, shutdown: &CancellationToken) {
     for index in 0..cluster.brokers().len() {
-        tokio::spawn(listen(
-            cluster.clone(),
-            index,
-            signals.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(listen(cluster.clone(), index, signals.clone(), shutdown.clone()));
     }
 }
 
-async fn listen(
-    cluster: Arc<Cluster>,
-    index: usize,
-    signals: Arc<JobSignals>,
-    shutdown: CancellationToken,
-) {
+async fn listen(cluster: Arc<Cluster>, index: usize, signals: Arc<JobSignals>, shutdown: CancellationToken) {
     let broker = cluster.broker(index);
     let mut backoff = RECONNECT_FIRST;
     loop {
@@ -195,17 +173,8 @@ pub struct JobActivator {
 }
 
 impl JobActivator {
-    pub fn new(
-        dispatcher: Dispatcher,
-        signals: Arc<JobSignals>,
-        shutdown: CancellationToken,
-    ) -> Arc<JobActivator> {
-        Arc::new(JobActivator {
-            dispatcher,
-            signals,
-            next_partition: AtomicU32::new(0),
-            shutdown,
-        })
+    pub fn new(dispatcher: Dispatcher, signals: Arc<JobSignals>, shutdown: CancellationToken) -> Arc<JobActivator> {
+        Arc::new(JobActivator { dispatcher, signals, next_partition: AtomicU32::new(0), shutdown })
     }
 
     /// Serves one `ActivateJobs` request: one response per partition that had jobs. With
@@ -259,10 +228,7 @@ impl JobActivator {
     /// Serves one `StreamActivatedJobs` request: pushes jobs one by one for as long as the
     /// client listens. Transient failures (no leader, backpressure) are waited out; only a failure
     /// that retrying cannot fix ends the stream.
-    pub fn stream_jobs(
-        self: &Arc<Self>,
-        command: ActivateJobs,
-    ) -> ReceiverStream<Result<pb::ActivatedJob, Status>> {
+    pub fn stream_jobs(self: &Arc<Self>, command: ActivateJobs) -> ReceiverStream<Result<pb::ActivatedJob, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_BATCH as usize);
         let this = self.clone();
         tokio::spawn(async move {
@@ -310,22 +276,12 @@ impl JobActivator {
 
     /// Asks each partition's leader in turn for up to the jobs still wanted and hands every
     /// non-empty batch to `deliver`, which answers false once the client is gone.
-    async fn round<F, Fut>(
-        &self,
-        rpc: &'static str,
-        command: &mut ClientCommand,
-        wanted: i32,
-        mut deliver: F,
-    ) -> Round
+    async fn round<F, Fut>(&self, rpc: &'static str, command: &mut ClientCommand, wanted: i32, mut deliver: F) -> Round
     where
         F: FnMut(Vec<pb::ActivatedJob>) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let count = match self
-            .dispatcher
-            .partitions_count(Instant::now() + PARTITION_ATTEMPT_TIMEOUT)
-            .await
-        {
+        let count = match self.dispatcher.partitions_count(Instant::now() + PARTITION_ATTEMPT_TIMEOUT).await {
             Ok(count) => count,
             Err(e) => return Round::Failed(e.into()),
         };
@@ -409,9 +365,7 @@ mod tests {
         let mut ship_woken = pin!(ship.notify.notified());
         ship_woken.as_mut().enable();
         signals.notify("pay");
-        tokio::time::timeout(Duration::from_secs(5), pay_woken)
-            .await
-            .expect("the pay request wakes");
+        tokio::time::timeout(Duration::from_secs(5), pay_woken).await.expect("the pay request wakes");
         let ship_result = tokio::time::timeout(Duration::from_millis(50), ship_woken).await;
         assert!(ship_result.is_err(), "the ship request keeps waiting");
     }

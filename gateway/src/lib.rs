@@ -60,10 +60,7 @@ pub enum GatewayError {
     #[error("invalid gateway configuration: `{key}` {reason}")]
     InvalidConfig { key: &'static str, reason: String },
     #[error("cannot listen for gRPC clients on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -76,10 +73,7 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), GatewayError> {
         let invalid = |key, reason: String| Err(GatewayError::InvalidConfig { key, reason });
         if self.brokers.is_empty() {
-            return invalid(
-                "brokers",
-                "is empty: list the command address (host:port) of every broker".into(),
-            );
+            return invalid("brokers", "is empty: list the command address (host:port) of every broker".into());
         }
         for addr in &self.brokers {
             if let Err(reason) = cluster::split_host_port(addr) {
@@ -89,18 +83,13 @@ impl GatewayConfig {
         if self.default_long_poll.is_zero() {
             return invalid(
                 "default_long_poll",
-                "must be longer than zero (it is how long ActivateJobs waits for jobs by default)"
-                    .into(),
+                "must be longer than zero (it is how long ActivateJobs waits for jobs by default)".into(),
             );
         }
         if self.max_message_size < Self::MIN_MESSAGE_SIZE {
             return invalid(
                 "max_message_size",
-                format!(
-                    "is {} bytes; it must be at least {} bytes",
-                    self.max_message_size,
-                    Self::MIN_MESSAGE_SIZE
-                ),
+                format!("is {} bytes; it must be at least {} bytes", self.max_message_size, Self::MIN_MESSAGE_SIZE),
             );
         }
         Ok(())
@@ -119,32 +108,15 @@ pub async fn serve(config: GatewayConfig, shutdown: CancellationToken) -> Result
 pub async fn bind(
     config: GatewayConfig,
     shutdown: CancellationToken,
-) -> Result<
-    (
-        SocketAddr,
-        impl Future<Output = Result<(), GatewayError>> + Send + 'static,
-    ),
-    GatewayError,
-> {
+) -> Result<(SocketAddr, impl Future<Output = Result<(), GatewayError>> + Send + 'static), GatewayError> {
     config.validate()?;
     let listener = TcpListener::bind(config.grpc_addr)
         .await
-        .map_err(|source| GatewayError::Bind {
-            addr: config.grpc_addr,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-        addr: config.grpc_addr,
-        source,
-    })?;
-    let cluster = Cluster::new(&config.brokers).map_err(|e| GatewayError::InvalidConfig {
-        key: "brokers",
-        reason: e.to_string(),
-    })?;
-    Ok((
-        local_addr,
-        run(config, cluster, listener, local_addr, shutdown),
-    ))
+        .map_err(|source| GatewayError::Bind { addr: config.grpc_addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: config.grpc_addr, source })?;
+    let cluster = Cluster::new(&config.brokers)
+        .map_err(|e| GatewayError::InvalidConfig { key: "brokers", reason: e.to_string() })?;
+    Ok((local_addr, run(config, cluster, listener, local_addr, shutdown)))
 }
 
 async fn run(
@@ -162,37 +134,24 @@ async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    health
-        .set_service_status(GATEWAY_SERVICE_NAME, ServingStatus::Serving)
-        .await;
+    health.set_service_status(GATEWAY_SERVICE_NAME, ServingStatus::Serving).await;
 
     let max_message_size = config.max_message_size;
-    let gateway = GatewayServer::new(GatewayService::new(
-        config,
-        cluster,
-        signals,
-        background.clone(),
-    ))
-    .max_decoding_message_size(max_message_size);
+    let gateway = GatewayServer::new(GatewayService::new(config, cluster, signals, background.clone()))
+        .max_decoding_message_size(max_message_size);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     tracing::info!(addr = %local_addr, "gateway listening on {local_addr}");
     let stopping = shutdown.clone();
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(tower::util::MapResponseLayer::new(
-            error::oversized_request_status as fn(_) -> _,
-        ))
+        .layer(tower::util::MapResponseLayer::new(error::oversized_request_status as fn(_) -> _))
         .add_service(health_service)
         .add_service(gateway)
         .serve_with_incoming_shutdown(incoming, async move {
             stopping.cancelled().await;
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health
-                .set_service_status(GATEWAY_SERVICE_NAME, ServingStatus::NotServing)
-                .await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+            health.set_service_status(GATEWAY_SERVICE_NAME, ServingStatus::NotServing).await;
         })
         .await;
     background.cancel();

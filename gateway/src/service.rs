@@ -50,11 +50,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
     #[error("no {entity} with key {key} exists: the key belongs to no partition of this cluster (it has {partitions} partitions)")]
-    UnknownKey {
-        entity: &'static str,
-        key: i64,
-        partitions: u32,
-    },
+    UnknownKey { entity: &'static str, key: i64, partitions: u32 },
     #[error("{rpc} is not supported by Waggle yet")]
     Unimplemented { rpc: &'static str },
     #[error("the process instance did not complete within the requestTimeout of {} ms; it was created and keeps running", .after.as_millis())]
@@ -94,28 +90,16 @@ impl GatewayService {
         command: &ClientCommand,
         deadline: Instant,
     ) -> Result<CommandResult, ServiceError> {
-        Ok(self
-            .dispatcher
-            .execute(partition, command, deadline)
-            .await?)
+        Ok(self.dispatcher.execute(partition, command, deadline).await?)
     }
 
     /// The partition that owns `key`, or NOT_FOUND naming the key when no partition could have
     /// issued it.
-    async fn key_partition(
-        &self,
-        entity: &'static str,
-        key: i64,
-        deadline: Instant,
-    ) -> Result<u32, ServiceError> {
+    async fn key_partition(&self, entity: &'static str, key: i64, deadline: Instant) -> Result<u32, ServiceError> {
         let partitions = self.dispatcher.partitions_count(deadline).await?;
         match partition_of(key) {
             Some(partition) if partition <= partitions => Ok(partition),
-            _ => Err(ServiceError::UnknownKey {
-                entity,
-                key,
-                partitions,
-            }),
+            _ => Err(ServiceError::UnknownKey { entity, key, partitions }),
         }
     }
 
@@ -155,11 +139,7 @@ impl GatewayService {
             .zip(cluster.brokers())
             .filter_map(|(state, conn)| {
                 let state = state.as_ref()?;
-                let addr = if state.info.command_addr.is_empty() {
-                    &conn.addr
-                } else {
-                    &state.info.command_addr
-                };
+                let addr = if state.info.command_addr.is_empty() { &conn.addr } else { &state.info.command_addr };
                 let (host, port) = split_host_port(addr).unwrap_or((addr.as_str(), 0));
                 let partitions = state
                     .info
@@ -170,16 +150,9 @@ impl GatewayService {
                             (role(p.role), health(p.health))
                         } else {
                             // What an unreachable broker last said no longer holds.
-                            (
-                                partition::PartitionBrokerRole::Inactive,
-                                partition::PartitionBrokerHealth::Dead,
-                            )
+                            (partition::PartitionBrokerRole::Inactive, partition::PartitionBrokerHealth::Dead)
                         };
-                        pb::Partition {
-                            partition_id: p.partition_id as i32,
-                            role: role as i32,
-                            health: health as i32,
-                        }
+                        pb::Partition { partition_id: p.partition_id as i32, role: role as i32, health: health as i32 }
                     })
                     .collect();
                 Some(pb::BrokerInfo {
@@ -293,23 +266,16 @@ impl Gateway for GatewayService {
     ) -> ServiceResult<pb::CancelProcessInstanceResponse> {
         let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let key = request.into_inner().process_instance_key;
-        let command = ClientCommand::CancelProcessInstance {
-            process_instance_key: key,
-        };
+        let command = ClientCommand::CancelProcessInstance { process_instance_key: key };
         ok(async {
-            let result = self
-                .run_keyed("process instance", key, command, deadline)
-                .await?;
+            let result = self.run_keyed("process instance", key, command, deadline).await?;
             translate::done("CancelProcessInstance", result)?;
             Ok(pb::CancelProcessInstanceResponse {})
         }
         .await)
     }
 
-    async fn complete_job(
-        &self,
-        request: Request<pb::CompleteJobRequest>,
-    ) -> ServiceResult<pb::CompleteJobResponse> {
+    async fn complete_job(&self, request: Request<pb::CompleteJobRequest>) -> ServiceResult<pb::CompleteJobResponse> {
         let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
@@ -345,29 +311,23 @@ impl Gateway for GatewayService {
         request: Request<pb::CreateProcessInstanceWithResultRequest>,
     ) -> ServiceResult<pb::CreateProcessInstanceWithResultResponse> {
         const RPC: &str = "CreateProcessInstanceWithResult";
-        let timeout = translate::result_timeout(RPC, request.get_ref().request_timeout)?
-            .map_or(REQUEST_TIMEOUT, wait);
+        let timeout = translate::result_timeout(RPC, request.get_ref().request_timeout)?.map_or(REQUEST_TIMEOUT, wait);
         let deadline = request_deadline(&request, timeout);
         let request = request.into_inner();
         let command = ClientCommand::CreateProcessInstance(translate::create_process_instance(
             RPC,
             request.request.unwrap_or_default(),
-            Some(AwaitResult {
-                fetch_variables: request.fetch_variables,
-            }),
+            Some(AwaitResult { fetch_variables: request.fetch_variables }),
         )?);
         ok(async {
             let partition = self.round_robin_partition(deadline).await?;
             let result = match self.run(partition, &command, deadline).await {
                 Err(ServiceError::Dispatch(
-                    DispatchError::Timeout { .. }
-                    | DispatchError::Broker(BrokerError::Timeout { .. }),
+                    DispatchError::Timeout { .. } | DispatchError::Broker(BrokerError::Timeout { .. }),
                 )) => return Err(ServiceError::ResultTimeout { after: timeout }),
                 other => other?,
             };
-            Ok(translate::create_process_instance_with_result_response(
-                result,
-            )?)
+            Ok(translate::create_process_instance_with_result_response(result)?)
         }
         .await)
     }
@@ -405,10 +365,7 @@ impl Gateway for GatewayService {
         .await)
     }
 
-    async fn fail_job(
-        &self,
-        request: Request<pb::FailJobRequest>,
-    ) -> ServiceResult<pb::FailJobResponse> {
+    async fn fail_job(&self, request: Request<pb::FailJobRequest>) -> ServiceResult<pb::FailJobResponse> {
         let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
@@ -421,10 +378,7 @@ impl Gateway for GatewayService {
         .await)
     }
 
-    async fn throw_error(
-        &self,
-        request: Request<pb::ThrowErrorRequest>,
-    ) -> ServiceResult<pb::ThrowErrorResponse> {
+    async fn throw_error(&self, request: Request<pb::ThrowErrorRequest>) -> ServiceResult<pb::ThrowErrorResponse> {
         let deadline = request_deadline(&request, REQUEST_TIMEOUT);
         let request = request.into_inner();
         let key = request.job_key;
@@ -479,19 +433,14 @@ impl Gateway for GatewayService {
         let key = request.element_instance_key;
         let command = translate::set_variables(request)?;
         ok(async {
-            let result = self
-                .run_keyed("element instance", key, command, deadline)
-                .await?;
+            let result = self.run_keyed("element instance", key, command, deadline).await?;
             let key = translate::done("SetVariables", result)?;
             Ok(pb::SetVariablesResponse { key })
         }
         .await)
     }
 
-    async fn topology(
-        &self,
-        _: Request<pb::TopologyRequest>,
-    ) -> ServiceResult<pb::TopologyResponse> {
+    async fn topology(&self, _: Request<pb::TopologyRequest>) -> ServiceResult<pb::TopologyResponse> {
         Ok(Response::new(self.topology_response().await))
     }
 
@@ -572,10 +521,7 @@ mod tests {
     #[test]
     fn grpc_timeout_header_values_are_parsed() {
         assert_eq!(parse_grpc_timeout("15S"), Some(Duration::from_secs(15)));
-        assert_eq!(
-            parse_grpc_timeout("2500m"),
-            Some(Duration::from_millis(2500))
-        );
+        assert_eq!(parse_grpc_timeout("2500m"), Some(Duration::from_millis(2500)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
         assert_eq!(parse_grpc_timeout("S"), None);
@@ -589,10 +535,7 @@ mod tests {
         let mut request = Request::new(());
         request.set_timeout(Duration::from_secs(2));
         let until = request_deadline(&request, REQUEST_TIMEOUT) - Instant::now();
-        assert!(
-            until <= Duration::from_millis(1900) && until > Duration::from_millis(1500),
-            "{until:?}"
-        );
+        assert!(until <= Duration::from_millis(1900) && until > Duration::from_millis(1500), "{until:?}");
         request.set_timeout(Duration::from_secs(600));
         let until = request_deadline(&request, REQUEST_TIMEOUT) - Instant::now();
         assert!(until <= REQUEST_TIMEOUT && until > REQUEST_TIMEOUT - Duration::from_secs(1));

@@ -9,8 +9,8 @@
 use serde::de::IgnoredAny;
 use waggle_protocol::{
     command::{
-        self, ActivateJobs, AwaitResult, ClientCommand, CommandResult, CreateProcessInstance,
-        PublishMessage, DEFAULT_TENANT,
+        self, ActivateJobs, AwaitResult, ClientCommand, CommandResult, CreateProcessInstance, PublishMessage,
+        DEFAULT_TENANT,
     },
     gateway as pb,
     record::{DeploymentResource, ProcessMetadata, RejectionType},
@@ -20,18 +20,10 @@ use waggle_protocol::{
 pub enum TranslateError {
     /// The client sent a value the gateway can tell is wrong.
     #[error("{rpc}.{field} {reason}")]
-    Invalid {
-        rpc: &'static str,
-        field: &'static str,
-        reason: String,
-    },
+    Invalid { rpc: &'static str, field: &'static str, reason: String },
     /// The client asked for something Waggle does not do yet.
     #[error("{rpc}.{field} is not supported by Waggle yet; {hint}")]
-    Unsupported {
-        rpc: &'static str,
-        field: &'static str,
-        hint: &'static str,
-    },
+    Unsupported { rpc: &'static str, field: &'static str, hint: &'static str },
     /// The engine refused the command.
     #[error("{reason}")]
     Rejected { kind: RejectionType, reason: String },
@@ -43,11 +35,7 @@ pub enum TranslateError {
 type Result<T, E = TranslateError> = std::result::Result<T, E>;
 
 fn invalid(rpc: &'static str, field: &'static str, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Invalid {
-        rpc,
-        field,
-        reason: reason.into(),
-    }
+    TranslateError::Invalid { rpc, field, reason: reason.into() }
 }
 
 /// Checks that `value` holds a JSON object and returns it, with blank meaning "no variables".
@@ -71,11 +59,7 @@ pub fn variables(rpc: &'static str, field: &'static str, value: String) -> Resul
             b't' | b'f' => "a boolean",
             _ => "a number",
         };
-        return Err(invalid(
-            rpc,
-            field,
-            format!("must be a JSON object such as {{\"amount\": 42}}, but is {kind}"),
-        ));
+        return Err(invalid(rpc, field, format!("must be a JSON object such as {{\"amount\": 42}}, but is {kind}")));
     }
     Ok(value)
 }
@@ -104,44 +88,22 @@ fn non_empty(rpc: &'static str, field: &'static str, value: &str, what: &str) ->
     Ok(())
 }
 
-fn resources(
-    rpc: &'static str,
-    resources: Vec<DeploymentResource>,
-) -> Result<Vec<DeploymentResource>> {
+fn resources(rpc: &'static str, resources: Vec<DeploymentResource>) -> Result<Vec<DeploymentResource>> {
     if resources.is_empty() {
-        return Err(invalid(
-            rpc,
-            "resources",
-            "must contain at least one resource (e.g. a .bpmn file)",
-        ));
+        return Err(invalid(rpc, "resources", "must contain at least one resource (e.g. a .bpmn file)"));
     }
     for resource in &resources {
-        non_empty(
-            rpc,
-            "resources.name",
-            &resource.name,
-            "give every resource a file name such as order.bpmn",
-        )?;
+        non_empty(rpc, "resources.name", &resource.name, "give every resource a file name such as order.bpmn")?;
         if resource.content.is_empty() {
-            return Err(invalid(
-                rpc,
-                "resources.content",
-                format!("of resource '{}' is empty", resource.name),
-            ));
+            return Err(invalid(rpc, "resources.content", format!("of resource '{}' is empty", resource.name)));
         }
     }
     Ok(resources)
 }
 
 pub fn deploy_resource(request: pb::DeployResourceRequest) -> Result<ClientCommand> {
-    let resources = request
-        .resources
-        .into_iter()
-        .map(|r| DeploymentResource {
-            name: r.name,
-            content: r.content,
-        })
-        .collect();
+    let resources =
+        request.resources.into_iter().map(|r| DeploymentResource { name: r.name, content: r.content }).collect();
     Ok(ClientCommand::Deploy {
         resources: self::resources("DeployResource", resources)?,
         tenant_id: tenant(request.tenant_id),
@@ -149,14 +111,8 @@ pub fn deploy_resource(request: pb::DeployResourceRequest) -> Result<ClientComma
 }
 
 pub fn deploy_process(request: pb::DeployProcessRequest) -> Result<ClientCommand> {
-    let resources = request
-        .processes
-        .into_iter()
-        .map(|p| DeploymentResource {
-            name: p.name,
-            content: p.definition,
-        })
-        .collect();
+    let resources =
+        request.processes.into_iter().map(|p| DeploymentResource { name: p.name, content: p.definition }).collect();
     Ok(ClientCommand::Deploy {
         resources: self::resources("DeployProcess", resources)?,
         tenant_id: DEFAULT_TENANT.to_owned(),
@@ -186,10 +142,7 @@ pub fn create_process_instance(
         return Err(invalid(
             rpc,
             "version",
-            format!(
-                "is {}; use -1 for the latest version or a deployed version number",
-                request.version
-            ),
+            format!("is {}; use -1 for the latest version or a deployed version number", request.version),
         ));
     }
     Ok(CreateProcessInstance {
@@ -223,10 +176,7 @@ pub fn activate_jobs(request: pb::ActivateJobsRequest) -> Result<ActivateJobs> {
         return Err(invalid(
             RPC,
             "maxJobsToActivate",
-            format!(
-                "must be at least 1, but is {}",
-                request.max_jobs_to_activate
-            ),
+            format!("must be at least 1, but is {}", request.max_jobs_to_activate),
         ));
     }
     job_activation(
@@ -241,10 +191,7 @@ pub fn activate_jobs(request: pb::ActivateJobsRequest) -> Result<ActivateJobs> {
 }
 
 /// The activation command that `StreamActivatedJobs` repeats, asking for `batch` jobs at a time.
-pub fn stream_activated_jobs(
-    request: pb::StreamActivatedJobsRequest,
-    batch: i32,
-) -> Result<ActivateJobs> {
+pub fn stream_activated_jobs(request: pb::StreamActivatedJobsRequest, batch: i32) -> Result<ActivateJobs> {
     job_activation(
         "StreamActivatedJobs",
         request.r#type,
@@ -265,12 +212,7 @@ fn job_activation(
     fetch_variables: Vec<String>,
     tenant_ids: Vec<String>,
 ) -> Result<ActivateJobs> {
-    non_empty(
-        rpc,
-        "type",
-        &job_type,
-        "name the job type the worker handles (zeebe:taskDefinition type)",
-    )?;
+    non_empty(rpc, "type", &job_type, "name the job type the worker handles (zeebe:taskDefinition type)")?;
     if timeout < 1 {
         return Err(invalid(
             rpc,
@@ -303,10 +245,7 @@ pub fn fail_job(request: pb::FailJobRequest) -> Result<ClientCommand> {
         return Err(invalid(
             RPC,
             "retries",
-            format!(
-                "must not be negative, but is {}; use 0 to raise an incident",
-                request.retries
-            ),
+            format!("must not be negative, but is {}; use 0 to raise an incident", request.retries),
         ));
     }
     if request.retry_back_off < 0 {
@@ -330,12 +269,7 @@ pub fn fail_job(request: pb::FailJobRequest) -> Result<ClientCommand> {
 
 pub fn throw_error(request: pb::ThrowErrorRequest) -> Result<ClientCommand> {
     const RPC: &str = "ThrowError";
-    non_empty(
-        RPC,
-        "errorCode",
-        &request.error_code,
-        "it is matched against the error events' error codes",
-    )?;
+    non_empty(RPC, "errorCode", &request.error_code, "it is matched against the error events' error codes")?;
     Ok(ClientCommand::ThrowError {
         job_key: request.job_key,
         error_code: request.error_code,
@@ -346,16 +280,9 @@ pub fn throw_error(request: pb::ThrowErrorRequest) -> Result<ClientCommand> {
 
 pub fn update_job_retries(request: pb::UpdateJobRetriesRequest) -> Result<ClientCommand> {
     if request.retries < 1 {
-        return Err(invalid(
-            "UpdateJobRetries",
-            "retries",
-            format!("must be at least 1, but is {}", request.retries),
-        ));
+        return Err(invalid("UpdateJobRetries", "retries", format!("must be at least 1, but is {}", request.retries)));
     }
-    Ok(ClientCommand::UpdateJobRetries {
-        job_key: request.job_key,
-        retries: request.retries,
-    })
+    Ok(ClientCommand::UpdateJobRetries { job_key: request.job_key, retries: request.retries })
 }
 
 pub fn update_job_timeout(request: pb::UpdateJobTimeoutRequest) -> Result<ClientCommand> {
@@ -363,26 +290,15 @@ pub fn update_job_timeout(request: pb::UpdateJobTimeoutRequest) -> Result<Client
         return Err(invalid(
             "UpdateJobTimeout",
             "timeout",
-            format!(
-                "must not be negative, but is {} (ms from now until the job's new deadline)",
-                request.timeout
-            ),
+            format!("must not be negative, but is {} (ms from now until the job's new deadline)", request.timeout),
         ));
     }
-    Ok(ClientCommand::UpdateJobTimeout {
-        job_key: request.job_key,
-        timeout: request.timeout,
-    })
+    Ok(ClientCommand::UpdateJobTimeout { job_key: request.job_key, timeout: request.timeout })
 }
 
 pub fn publish_message(request: pb::PublishMessageRequest) -> Result<PublishMessage> {
     const RPC: &str = "PublishMessage";
-    non_empty(
-        RPC,
-        "name",
-        &request.name,
-        "give the message name the catch events wait for",
-    )?;
+    non_empty(RPC, "name", &request.name, "give the message name the catch events wait for")?;
     if request.time_to_live < 0 {
         return Err(invalid(
             RPC,
@@ -405,12 +321,7 @@ pub fn publish_message(request: pb::PublishMessageRequest) -> Result<PublishMess
 
 pub fn broadcast_signal(request: pb::BroadcastSignalRequest) -> Result<ClientCommand> {
     const RPC: &str = "BroadcastSignal";
-    non_empty(
-        RPC,
-        "signalName",
-        &request.signal_name,
-        "give the signal name the catch events wait for",
-    )?;
+    non_empty(RPC, "signalName", &request.signal_name, "give the signal name the catch events wait for")?;
     Ok(ClientCommand::BroadcastSignal {
         signal_name: request.signal_name,
         variables: variables(RPC, "variables", request.variables)?,
@@ -443,10 +354,7 @@ fn unexpected(rpc: &'static str, result: CommandResult) -> TranslateError {
         CommandResult::JobsActivated { .. } => "activated jobs",
         CommandResult::Done { .. } => "a plain acknowledgement",
     };
-    TranslateError::UnexpectedResult {
-        rpc,
-        result: result.to_owned(),
-    }
+    TranslateError::UnexpectedResult { rpc, result: result.to_owned() }
 }
 
 fn process_metadata(process: ProcessMetadata, tenant_id: &str) -> pb::ProcessMetadata {
@@ -461,18 +369,12 @@ fn process_metadata(process: ProcessMetadata, tenant_id: &str) -> pb::ProcessMet
 
 pub fn deploy_resource_response(result: CommandResult) -> Result<pb::DeployResourceResponse> {
     match accepted(result)? {
-        CommandResult::Deployed {
-            key,
-            processes,
-            tenant_id,
-        } => Ok(pb::DeployResourceResponse {
+        CommandResult::Deployed { key, processes, tenant_id } => Ok(pb::DeployResourceResponse {
             key,
             deployments: processes
                 .into_iter()
                 .map(|p| pb::Deployment {
-                    metadata: Some(pb::deployment::Metadata::Process(process_metadata(
-                        p, &tenant_id,
-                    ))),
+                    metadata: Some(pb::deployment::Metadata::Process(process_metadata(p, &tenant_id))),
                 })
                 .collect(),
             tenant_id,
@@ -483,24 +385,15 @@ pub fn deploy_resource_response(result: CommandResult) -> Result<pb::DeployResou
 
 pub fn deploy_process_response(result: CommandResult) -> Result<pb::DeployProcessResponse> {
     match accepted(result)? {
-        CommandResult::Deployed {
+        CommandResult::Deployed { key, processes, tenant_id } => Ok(pb::DeployProcessResponse {
             key,
-            processes,
-            tenant_id,
-        } => Ok(pb::DeployProcessResponse {
-            key,
-            processes: processes
-                .into_iter()
-                .map(|p| process_metadata(p, &tenant_id))
-                .collect(),
+            processes: processes.into_iter().map(|p| process_metadata(p, &tenant_id)).collect(),
         }),
         other => Err(unexpected("DeployProcess", other)),
     }
 }
 
-pub fn create_process_instance_response(
-    result: CommandResult,
-) -> Result<pb::CreateProcessInstanceResponse> {
+pub fn create_process_instance_response(result: CommandResult) -> Result<pb::CreateProcessInstanceResponse> {
     match accepted(result)? {
         CommandResult::ProcessInstanceCreated(created) => Ok(pb::CreateProcessInstanceResponse {
             process_definition_key: created.process_definition_key,
@@ -517,17 +410,16 @@ pub fn create_process_instance_with_result_response(
     result: CommandResult,
 ) -> Result<pb::CreateProcessInstanceWithResultResponse> {
     match accepted(result)? {
-        CommandResult::ProcessInstanceCompleted {
-            instance,
-            variables,
-        } => Ok(pb::CreateProcessInstanceWithResultResponse {
-            process_definition_key: instance.process_definition_key,
-            bpmn_process_id: instance.bpmn_process_id,
-            version: instance.version,
-            process_instance_key: instance.process_instance_key,
-            variables,
-            tenant_id: instance.tenant_id,
-        }),
+        CommandResult::ProcessInstanceCompleted { instance, variables } => {
+            Ok(pb::CreateProcessInstanceWithResultResponse {
+                process_definition_key: instance.process_definition_key,
+                bpmn_process_id: instance.bpmn_process_id,
+                version: instance.version,
+                process_instance_key: instance.process_instance_key,
+                variables,
+                tenant_id: instance.tenant_id,
+            })
+        }
         other => Err(unexpected("CreateProcessInstanceWithResult", other)),
     }
 }
@@ -573,23 +465,14 @@ mod tests {
 
     #[test]
     fn blank_variables_mean_an_empty_object() {
-        assert_eq!(
-            variables("CompleteJob", "variables", String::new()).unwrap(),
-            "{}"
-        );
-        assert_eq!(
-            variables("CompleteJob", "variables", " \n".into()).unwrap(),
-            "{}"
-        );
+        assert_eq!(variables("CompleteJob", "variables", String::new()).unwrap(), "{}");
+        assert_eq!(variables("CompleteJob", "variables", " \n".into()).unwrap(), "{}");
     }
 
     #[test]
     fn object_variables_pass_through_unchanged() {
         let json = r#" {"a": [1, 2], "b": {"c": null}} "#.to_owned();
-        assert_eq!(
-            variables("CompleteJob", "variables", json.clone()).unwrap(),
-            json
-        );
+        assert_eq!(variables("CompleteJob", "variables", json.clone()).unwrap(), json);
     }
 
     #[test]
@@ -603,8 +486,9 @@ mod tests {
         assert!(err.to_string().ends_with("but is null"), "{err}");
         let err = variables("SetVariables", "variables", "{\"a\": ".into()).unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("SetVariables.variables must be a JSON object such as {\"amount\": 42}, but is not valid JSON: "),
+            err.to_string().starts_with(
+                "SetVariables.variables must be a JSON object such as {\"amount\": 42}, but is not valid JSON: "
+            ),
             "{err}"
         );
         assert!(variables("X", "variables", "{} trailing".into()).is_err());
@@ -673,39 +557,14 @@ mod tests {
             TranslateError::Invalid { field, .. } => field,
             other => panic!("{other}"),
         };
-        assert_eq!(
-            field(pb::ActivateJobsRequest {
-                r#type: " ".into(),
-                ..base.clone()
-            }),
-            "type"
-        );
-        assert_eq!(
-            field(pb::ActivateJobsRequest {
-                max_jobs_to_activate: 0,
-                ..base.clone()
-            }),
-            "maxJobsToActivate"
-        );
-        assert_eq!(
-            field(pb::ActivateJobsRequest {
-                timeout: -1,
-                ..base.clone()
-            }),
-            "timeout"
-        );
+        assert_eq!(field(pb::ActivateJobsRequest { r#type: " ".into(), ..base.clone() }), "type");
+        assert_eq!(field(pb::ActivateJobsRequest { max_jobs_to_activate: 0, ..base.clone() }), "maxJobsToActivate");
+        assert_eq!(field(pb::ActivateJobsRequest { timeout: -1, ..base.clone() }), "timeout");
         let streamed = stream_activated_jobs(
-            pb::StreamActivatedJobsRequest {
-                r#type: String::new(),
-                timeout: 1000,
-                ..Default::default()
-            },
+            pb::StreamActivatedJobsRequest { r#type: String::new(), timeout: 1000, ..Default::default() },
             32,
         );
-        assert!(matches!(
-            streamed,
-            Err(TranslateError::Invalid { field: "type", .. })
-        ));
+        assert!(matches!(streamed, Err(TranslateError::Invalid { field: "type", .. })));
     }
 
     #[test]
@@ -719,9 +578,7 @@ mod tests {
         let created = create_process_instance(
             "CreateProcessInstanceWithResult",
             request.clone(),
-            Some(AwaitResult {
-                fetch_variables: vec!["id".into()],
-            }),
+            Some(AwaitResult { fetch_variables: vec!["id".into()] }),
         )
         .unwrap();
         assert_eq!(
@@ -732,90 +589,41 @@ mod tests {
                 version: -1,
                 variables: r#"{"id": 1}"#.into(),
                 tenant_id: DEFAULT_TENANT.into(),
-                await_result: Some(AwaitResult {
-                    fetch_variables: vec!["id".into()]
-                }),
+                await_result: Some(AwaitResult { fetch_variables: vec!["id".into()] }),
             }
         );
-        let missing = create_process_instance(
-            "CreateProcessInstance",
-            pb::CreateProcessInstanceRequest::default(),
-            None,
-        );
-        assert!(matches!(
-            missing,
-            Err(TranslateError::Invalid {
-                field: "bpmnProcessId",
-                ..
-            })
-        ));
+        let missing =
+            create_process_instance("CreateProcessInstance", pb::CreateProcessInstanceRequest::default(), None);
+        assert!(matches!(missing, Err(TranslateError::Invalid { field: "bpmnProcessId", .. })));
         let with_start = pb::CreateProcessInstanceRequest {
-            start_instructions: vec![pb::ProcessInstanceCreationStartInstruction {
-                element_id: "task".into(),
-            }],
+            start_instructions: vec![pb::ProcessInstanceCreationStartInstruction { element_id: "task".into() }],
             ..request
         };
         assert!(matches!(
             create_process_instance("CreateProcessInstance", with_start, None),
-            Err(TranslateError::Unsupported {
-                field: "startInstructions",
-                ..
-            })
+            Err(TranslateError::Unsupported { field: "startInstructions", .. })
         ));
     }
 
     #[test]
     fn negative_durations_and_counts_are_invalid() {
-        assert!(fail_job(pb::FailJobRequest {
-            retries: -1,
-            ..Default::default()
-        })
-        .is_err());
-        assert!(fail_job(pb::FailJobRequest {
-            retry_back_off: -1,
-            ..Default::default()
-        })
-        .is_err());
+        assert!(fail_job(pb::FailJobRequest { retries: -1, ..Default::default() }).is_err());
+        assert!(fail_job(pb::FailJobRequest { retry_back_off: -1, ..Default::default() }).is_err());
         assert!(fail_job(pb::FailJobRequest::default()).is_ok());
-        assert!(update_job_retries(pb::UpdateJobRetriesRequest {
-            retries: 0,
-            ..Default::default()
-        })
-        .is_err());
-        assert!(update_job_timeout(pb::UpdateJobTimeoutRequest {
-            timeout: -5,
-            ..Default::default()
-        })
-        .is_err());
-        let message = pb::PublishMessageRequest {
-            name: "paid".into(),
-            time_to_live: -1,
-            ..Default::default()
-        };
+        assert!(update_job_retries(pb::UpdateJobRetriesRequest { retries: 0, ..Default::default() }).is_err());
+        assert!(update_job_timeout(pb::UpdateJobTimeoutRequest { timeout: -5, ..Default::default() }).is_err());
+        let message = pb::PublishMessageRequest { name: "paid".into(), time_to_live: -1, ..Default::default() };
         let err = publish_message(message).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("PublishMessage.timeToLive must not be negative"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("PublishMessage.timeToLive must not be negative"), "{err}");
         assert!(publish_message(pb::PublishMessageRequest::default()).is_err());
     }
 
     #[test]
     fn deployments_need_named_non_empty_resources() {
         let err = deploy_resource(pb::DeployResourceRequest::default()).unwrap_err();
-        assert!(matches!(
-            err,
-            TranslateError::Invalid {
-                field: "resources",
-                ..
-            }
-        ));
+        assert!(matches!(err, TranslateError::Invalid { field: "resources", .. }));
         let empty = pb::DeployResourceRequest {
-            resources: vec![pb::Resource {
-                name: "a.bpmn".into(),
-                content: vec![],
-            }],
+            resources: vec![pb::Resource { name: "a.bpmn".into(), content: vec![] }],
             tenant_id: String::new(),
         };
         assert_eq!(
@@ -823,19 +631,13 @@ mod tests {
             "DeployResource.resources.content of resource 'a.bpmn' is empty"
         );
         let old = deploy_process(pb::DeployProcessRequest {
-            processes: vec![pb::ProcessRequestObject {
-                name: "a.bpmn".into(),
-                definition: b"<x/>".to_vec(),
-            }],
+            processes: vec![pb::ProcessRequestObject { name: "a.bpmn".into(), definition: b"<x/>".to_vec() }],
         })
         .unwrap();
         assert_eq!(
             old,
             ClientCommand::Deploy {
-                resources: vec![DeploymentResource {
-                    name: "a.bpmn".into(),
-                    content: b"<x/>".to_vec()
-                }],
+                resources: vec![DeploymentResource { name: "a.bpmn".into(), content: b"<x/>".to_vec() }],
                 tenant_id: DEFAULT_TENANT.into(),
             }
         );
@@ -871,23 +673,14 @@ mod tests {
 
     #[test]
     fn rejections_and_mismatched_results_become_errors() {
-        let rejected = CommandResult::Rejected {
-            kind: RejectionType::NotFound,
-            reason: "no job with key 5".into(),
-        };
+        let rejected = CommandResult::Rejected { kind: RejectionType::NotFound, reason: "no job with key 5".into() };
         assert_eq!(
             done("CompleteJob", rejected),
-            Err(TranslateError::Rejected {
-                kind: RejectionType::NotFound,
-                reason: "no job with key 5".into()
-            })
+            Err(TranslateError::Rejected { kind: RejectionType::NotFound, reason: "no job with key 5".into() })
         );
         assert!(matches!(
             done("CompleteJob", CommandResult::JobsActivated { jobs: vec![] }),
-            Err(TranslateError::UnexpectedResult {
-                rpc: "CompleteJob",
-                ..
-            })
+            Err(TranslateError::UnexpectedResult { rpc: "CompleteJob", .. })
         ));
         assert_eq!(done("CompleteJob", CommandResult::Done { key: 5 }), Ok(5));
     }

@@ -24,19 +24,16 @@ use tonic::{
     transport::{server::TcpIncoming, Channel},
     Code, Request, Response, Status,
 };
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 use waggle_gateway::GatewayConfig;
 use waggle_protocol::{
     broker_rpc::{
         broker_server::{Broker, BrokerServer},
-        BrokerTopology, CommandEnvelope, JobAvailabilityQuery, JobAvailable, RaftEnvelope,
-        ResultEnvelope, TopologyQuery,
+        BrokerTopology, CommandEnvelope, JobAvailabilityQuery, JobAvailable, RaftEnvelope, ResultEnvelope,
+        TopologyQuery,
     },
     command::{
-        decode, encode, ActivatedJob, BrokerError, BrokerReply, ClientCommand, CommandResult,
-        ProcessInstanceCreated,
+        decode, encode, ActivatedJob, BrokerError, BrokerReply, ClientCommand, CommandResult, ProcessInstanceCreated,
     },
     gateway::{self as pb, gateway_client::GatewayClient},
     key::{self, message_partition},
@@ -83,9 +80,7 @@ impl ScriptedBroker {
         };
         let service = BrokerServer::new(broker.clone());
         tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpIncoming::from(listener)),
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpIncoming::from(listener)),
         );
         broker
     }
@@ -102,20 +97,11 @@ impl ScriptedBroker {
     async fn add_job(&self, partition: u32, job_type: &str, key: i64) {
         let subscribers = {
             let mut script = self.script();
-            script
-                .jobs
-                .entry((partition, job_type.to_owned()))
-                .or_default()
-                .push(job(job_type, key));
+            script.jobs.entry((partition, job_type.to_owned())).or_default().push(job(job_type, key));
             script.subscribers.clone()
         };
         for subscriber in subscribers {
-            let _ = subscriber
-                .send(Ok(JobAvailable {
-                    job_type: job_type.to_owned(),
-                    partition_id: partition,
-                }))
-                .await;
+            let _ = subscriber.send(Ok(JobAvailable { job_type: job_type.to_owned(), partition_id: partition })).await;
         }
     }
 
@@ -131,27 +117,19 @@ impl ScriptedBroker {
                     tenant_id: create.tenant_id.clone(),
                 };
                 match &create.await_result {
-                    Some(_) => CommandResult::ProcessInstanceCompleted {
-                        instance,
-                        variables: create.variables.clone(),
-                    },
+                    Some(_) => {
+                        CommandResult::ProcessInstanceCompleted { instance, variables: create.variables.clone() }
+                    }
                     None => CommandResult::ProcessInstanceCreated(instance),
                 }
             }
             ClientCommand::ActivateJobs(activation) => {
-                let pending = script
-                    .jobs
-                    .entry((partition, activation.job_type.clone()))
-                    .or_default();
+                let pending = script.jobs.entry((partition, activation.job_type.clone())).or_default();
                 let take = pending.len().min(activation.max_jobs_to_activate as usize);
-                CommandResult::JobsActivated {
-                    jobs: pending.drain(..take).collect(),
-                }
+                CommandResult::JobsActivated { jobs: pending.drain(..take).collect() }
             }
             ClientCommand::CompleteJob { job_key, .. } => CommandResult::Done { key: *job_key },
-            _ => CommandResult::Done {
-                key: key::encode(partition, counter),
-            },
+            _ => CommandResult::Done { key: key::encode(partition, counter) },
         })
     }
 }
@@ -177,14 +155,10 @@ fn job(job_type: &str, key: i64) -> ActivatedJob {
 
 #[tonic::async_trait]
 impl Broker for ScriptedBroker {
-    async fn execute(
-        &self,
-        request: Request<CommandEnvelope>,
-    ) -> Result<Response<ResultEnvelope>, Status> {
+    async fn execute(&self, request: Request<CommandEnvelope>) -> Result<Response<ResultEnvelope>, Status> {
         let envelope = request.into_inner();
         let partition = envelope.partition_id;
-        let command: ClientCommand =
-            decode(&envelope.payload).map_err(|e| Status::internal(e.to_string()))?;
+        let command: ClientCommand = decode(&envelope.payload).map_err(|e| Status::internal(e.to_string()))?;
         if let ClientCommand::CreateProcessInstance(create) = &command {
             if create.await_result.is_some() && create.bpmn_process_id == "never-ends" {
                 // The instance waits forever; only the gateway's deadline ends the request.
@@ -194,34 +168,22 @@ impl Broker for ScriptedBroker {
         let mut script = self.script();
         let reply: BrokerReply = if !script.leads.contains_key(&partition) {
             script.not_leader_answers += 1;
-            Err(BrokerError::NotLeader {
-                partition_id: partition,
-                leader: None,
-            })
+            Err(BrokerError::NotLeader { partition_id: partition, leader: None })
         } else if script.backpressure {
-            Err(BrokerError::Backpressure {
-                partition_id: partition,
-            })
+            Err(BrokerError::Backpressure { partition_id: partition })
         } else {
             let reply = Self::engine_answer(&mut script, partition, &command);
             script.executed.push((partition, command));
             reply
         };
-        Ok(Response::new(ResultEnvelope {
-            payload: encode(&reply),
-        }))
+        Ok(Response::new(ResultEnvelope { payload: encode(&reply) }))
     }
 
     async fn raft(&self, _: Request<RaftEnvelope>) -> Result<Response<RaftEnvelope>, Status> {
-        Err(Status::unimplemented(
-            "the scripted broker does not replicate",
-        ))
+        Err(Status::unimplemented("the scripted broker does not replicate"))
     }
 
-    async fn topology(
-        &self,
-        _: Request<TopologyQuery>,
-    ) -> Result<Response<BrokerTopology>, Status> {
+    async fn topology(&self, _: Request<TopologyQuery>) -> Result<Response<BrokerTopology>, Status> {
         let script = self.script();
         let info = BrokerInfo {
             node_id: self.node_id,
@@ -235,11 +197,7 @@ impl Broker for ScriptedBroker {
                     let term = script.leads.get(&partition_id);
                     PartitionInfo {
                         partition_id,
-                        role: if term.is_some() {
-                            PartitionRole::Leader
-                        } else {
-                            PartitionRole::Follower
-                        },
+                        role: if term.is_some() { PartitionRole::Leader } else { PartitionRole::Follower },
                         health: PartitionHealth::Healthy,
                         leader: None,
                         term: term.copied().unwrap_or(0),
@@ -247,9 +205,7 @@ impl Broker for ScriptedBroker {
                 })
                 .collect(),
         };
-        Ok(Response::new(BrokerTopology {
-            payload: encode(&info),
-        }))
+        Ok(Response::new(BrokerTopology { payload: encode(&info) }))
     }
 
     type JobAvailabilityStream = ReceiverStream<Result<JobAvailable, Status>>;
@@ -288,18 +244,10 @@ fn config(brokers: &[&ScriptedBroker]) -> GatewayConfig {
 
 async fn start_gateway(config: GatewayConfig) -> Gateway {
     let shutdown = CancellationToken::new();
-    let (addr, server) = waggle_gateway::bind(config, shutdown.clone())
-        .await
-        .unwrap();
+    let (addr, server) = waggle_gateway::bind(config, shutdown.clone()).await.unwrap();
     tokio::spawn(server);
-    let client = GatewayClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    Gateway {
-        addr,
-        client,
-        shutdown,
-    }
+    let client = GatewayClient::connect(format!("http://{addr}")).await.unwrap();
+    Gateway { addr, client, shutdown }
 }
 
 /// Waits until `condition` holds, failing the test after [`WAIT`].
@@ -312,10 +260,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 fn complete(job_key: i64) -> pb::CompleteJobRequest {
-    pb::CompleteJobRequest {
-        job_key,
-        variables: r#"{"paid": true}"#.into(),
-    }
+    pb::CompleteJobRequest { job_key, variables: r#"{"paid": true}"#.into() }
 }
 
 fn activate(job_type: &str, request_timeout: i64) -> pb::ActivateJobsRequest {
@@ -336,22 +281,11 @@ async fn commands_carrying_a_key_reach_the_partition_encoded_in_the_key() {
     let two = ScriptedBroker::start(1, 2, &[2]).await;
     let mut gateway = start_gateway(config(&[&one, &two])).await;
 
+    gateway.client.complete_job(complete(key::encode(2, 5))).await.unwrap();
+    gateway.client.complete_job(complete(key::encode(1, 7))).await.unwrap();
     gateway
         .client
-        .complete_job(complete(key::encode(2, 5)))
-        .await
-        .unwrap();
-    gateway
-        .client
-        .complete_job(complete(key::encode(1, 7)))
-        .await
-        .unwrap();
-    gateway
-        .client
-        .resolve_incident(pb::ResolveIncidentRequest {
-            incident_key: key::encode(2, 9),
-            operation_reference: None,
-        })
+        .resolve_incident(pb::ResolveIncidentRequest { incident_key: key::encode(2, 9), operation_reference: None })
         .await
         .unwrap();
 
@@ -359,23 +293,9 @@ async fn commands_carrying_a_key_reach_the_partition_encoded_in_the_key() {
     assert_eq!(on_two.len(), 2, "{on_two:?}");
     assert_eq!(
         on_two[0],
-        (
-            2,
-            ClientCommand::CompleteJob {
-                job_key: key::encode(2, 5),
-                variables: r#"{"paid": true}"#.into()
-            }
-        )
+        (2, ClientCommand::CompleteJob { job_key: key::encode(2, 5), variables: r#"{"paid": true}"#.into() })
     );
-    assert_eq!(
-        on_two[1],
-        (
-            2,
-            ClientCommand::ResolveIncident {
-                incident_key: key::encode(2, 9)
-            }
-        )
-    );
+    assert_eq!(on_two[1], (2, ClientCommand::ResolveIncident { incident_key: key::encode(2, 9) }));
     assert_eq!(one.executed().len(), 1);
     assert_eq!(one.executed()[0].0, 1);
 }
@@ -386,16 +306,9 @@ async fn key_of_no_partition_is_not_found_naming_the_key() {
     let mut gateway = start_gateway(config(&[&one])).await;
 
     for bad in [42, key::encode(7, 1)] {
-        let status = gateway
-            .client
-            .complete_job(complete(bad))
-            .await
-            .unwrap_err();
+        let status = gateway.client.complete_job(complete(bad)).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
-        assert!(
-            status.message().contains(&format!("job with key {bad}")),
-            "{status:?}"
-        );
+        assert!(status.message().contains(&format!("job with key {bad}")), "{status:?}");
     }
     assert!(one.executed().is_empty());
 }
@@ -438,11 +351,7 @@ async fn messages_go_to_the_partition_of_their_correlation_key_and_instances_rou
         partitions.push(key::partition_of(created.process_instance_key).unwrap());
     }
     partitions.sort();
-    assert_eq!(
-        partitions,
-        vec![1, 1, 2, 2],
-        "new instances alternate between partitions"
-    );
+    assert_eq!(partitions, vec![1, 1, 2, 2], "new instances alternate between partitions");
 }
 
 #[tokio::test]
@@ -456,12 +365,7 @@ async fn new_instances_skip_a_partition_without_leader() {
             ..Default::default()
         });
         request.set_timeout(Duration::from_secs(5));
-        let created = gateway
-            .client
-            .create_process_instance(request)
-            .await
-            .unwrap()
-            .into_inner();
+        let created = gateway.client.create_process_instance(request).await.unwrap().into_inner();
         assert_eq!(key::partition_of(created.process_instance_key), Some(1));
     }
 }
@@ -471,28 +375,17 @@ async fn request_reaching_a_deposed_leader_is_retried_on_the_new_leader() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     let two = ScriptedBroker::start(1, 1, &[]).await;
     let mut gateway = start_gateway(config(&[&one, &two])).await;
-    gateway
-        .client
-        .complete_job(complete(key::encode(1, 1)))
-        .await
-        .unwrap();
+    gateway.client.complete_job(complete(key::encode(1, 1))).await.unwrap();
 
     // Leadership moves; the gateway still believes broker one leads.
     one.script().leads.clear();
     two.script().leads.insert(1, 2);
-    gateway
-        .client
-        .complete_job(complete(key::encode(1, 2)))
-        .await
-        .unwrap();
+    gateway.client.complete_job(complete(key::encode(1, 2))).await.unwrap();
 
     assert_eq!(one.executed().len(), 1);
     assert_eq!(two.executed().len(), 1);
     assert_eq!(two.executed()[0].0, 1);
-    assert!(
-        one.script().not_leader_answers >= 1,
-        "the request first went to the deposed leader"
-    );
+    assert!(one.script().not_leader_answers >= 1, "the request first went to the deposed leader");
 }
 
 #[tokio::test]
@@ -504,23 +397,12 @@ async fn partition_without_any_leader_answers_unavailable_after_retrying() {
     let started = Instant::now();
     let status = gateway.client.complete_job(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("no reachable broker currently leads partition 1"),
-        "{status:?}"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "retried until shortly before the client's deadline"
-    );
+    assert!(status.message().contains("no reachable broker currently leads partition 1"), "{status:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "retried until shortly before the client's deadline");
     assert!(one.executed().is_empty());
 }
 
-fn with_result(
-    bpmn_process_id: &str,
-    request_timeout: i64,
-) -> pb::CreateProcessInstanceWithResultRequest {
+fn with_result(bpmn_process_id: &str, request_timeout: i64) -> pb::CreateProcessInstanceWithResultRequest {
     pb::CreateProcessInstanceWithResultRequest {
         request: Some(pb::CreateProcessInstanceRequest {
             bpmn_process_id: bpmn_process_id.into(),
@@ -538,35 +420,20 @@ async fn instance_with_result_answers_its_variables_or_deadline_exceeded() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     let mut gateway = start_gateway(config(&[&one])).await;
 
-    let done = gateway
-        .client
-        .create_process_instance_with_result(with_result("order", 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let done = gateway.client.create_process_instance_with_result(with_result("order", 0)).await.unwrap().into_inner();
     assert_eq!(done.bpmn_process_id, "order");
     assert_eq!(done.variables, r#"{"total": 3}"#);
     match &one.executed()[0].1 {
         ClientCommand::CreateProcessInstance(create) => {
-            assert_eq!(
-                create.await_result.as_ref().unwrap().fetch_variables,
-                vec!["total".to_owned()]
-            )
+            assert_eq!(create.await_result.as_ref().unwrap().fetch_variables, vec!["total".to_owned()])
         }
         other => panic!("{other:?}"),
     }
 
     let started = Instant::now();
-    let status = gateway
-        .client
-        .create_process_instance_with_result(with_result("never-ends", 300))
-        .await
-        .unwrap_err();
+    let status = gateway.client.create_process_instance_with_result(with_result("never-ends", 300)).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(
-        status.message().contains("requestTimeout of 300 ms"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("requestTimeout of 300 ms"), "{status:?}");
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
@@ -575,39 +442,20 @@ async fn backpressure_answers_resource_exhausted() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     one.script().backpressure = true;
     let mut gateway = start_gateway(config(&[&one])).await;
-    let status = gateway
-        .client
-        .complete_job(complete(key::encode(1, 1)))
-        .await
-        .unwrap_err();
+    let status = gateway.client.complete_job(complete(key::encode(1, 1))).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("partition 1 is busy"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("partition 1 is busy"), "{status:?}");
 }
 
 #[tokio::test]
 async fn long_poll_answers_as_soon_as_a_job_becomes_available() {
     let one = ScriptedBroker::start(0, 2, &[1, 2]).await;
     let mut gateway = start_gateway(config(&[&one])).await;
-    eventually("the gateway subscribed to job notifications", || {
-        !one.script().subscribers.is_empty()
-    })
-    .await;
+    eventually("the gateway subscribed to job notifications", || !one.script().subscribers.is_empty()).await;
 
-    let mut stream = gateway
-        .client
-        .activate_jobs(activate("pay", 60_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = gateway.client.activate_jobs(activate("pay", 60_000)).await.unwrap().into_inner();
     eventually("both partitions were asked for jobs", || {
-        one.executed()
-            .iter()
-            .filter(|(_, c)| matches!(c, ClientCommand::ActivateJobs(_)))
-            .count()
-            >= 2
+        one.executed().iter().filter(|(_, c)| matches!(c, ClientCommand::ActivateJobs(_))).count() >= 2
     })
     .await;
 
@@ -627,10 +475,7 @@ async fn long_poll_answers_as_soon_as_a_job_becomes_available() {
     assert_eq!(response.jobs.len(), 1);
     assert_eq!(response.jobs[0].key, key::encode(2, 99));
     assert_eq!(response.jobs[0].r#type, "pay");
-    assert!(
-        stream.message().await.unwrap().is_none(),
-        "the request is done"
-    );
+    assert!(stream.message().await.unwrap().is_none(), "the request is done");
 }
 
 #[tokio::test]
@@ -639,27 +484,14 @@ async fn long_poll_without_jobs_ends_empty_after_request_timeout() {
     let mut gateway = start_gateway(config(&[&one])).await;
 
     let started = Instant::now();
-    let mut stream = gateway
-        .client
-        .activate_jobs(activate("pay", 400))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = gateway.client.activate_jobs(activate("pay", 400)).await.unwrap().into_inner();
     assert!(stream.message().await.unwrap().is_none());
     assert!(started.elapsed() >= Duration::from_millis(400));
 
     let started = Instant::now();
-    let mut stream = gateway
-        .client
-        .activate_jobs(activate("pay", -1))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = gateway.client.activate_jobs(activate("pay", -1)).await.unwrap().into_inner();
     assert!(stream.message().await.unwrap().is_none());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "a negative requestTimeout means no long polling"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "a negative requestTimeout means no long polling");
 }
 
 #[tokio::test]
@@ -672,12 +504,7 @@ async fn activation_stops_at_max_jobs_across_partitions() {
     let mut gateway = start_gateway(config(&[&one])).await;
     let mut request = activate("pay", -1);
     request.max_jobs_to_activate = 4;
-    let mut stream = gateway
-        .client
-        .activate_jobs(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = gateway.client.activate_jobs(request).await.unwrap().into_inner();
     let mut jobs = Vec::new();
     while let Some(batch) = stream.message().await.unwrap() {
         assert!(!batch.jobs.is_empty(), "no empty batches are sent");
@@ -690,10 +517,7 @@ async fn activation_stops_at_max_jobs_across_partitions() {
 async fn streamed_jobs_are_pushed_one_by_one_as_they_appear() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     let mut gateway = start_gateway(config(&[&one])).await;
-    eventually("the gateway subscribed to job notifications", || {
-        !one.script().subscribers.is_empty()
-    })
-    .await;
+    eventually("the gateway subscribed to job notifications", || !one.script().subscribers.is_empty()).await;
     let mut stream = gateway
         .client
         .stream_activated_jobs(pb::StreamActivatedJobsRequest {
@@ -711,11 +535,7 @@ async fn streamed_jobs_are_pushed_one_by_one_as_they_appear() {
     one.add_job(1, "pay", key::encode(1, 2)).await;
     let mut keys = Vec::new();
     while keys.len() < 2 {
-        let job = timeout(WAIT, stream.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let job = timeout(WAIT, stream.message()).await.unwrap().unwrap().unwrap();
         keys.push(job.key);
     }
     keys.sort();
@@ -729,19 +549,11 @@ async fn invalid_requests_are_rejected_before_reaching_a_broker() {
 
     let status = gateway
         .client
-        .complete_job(pb::CompleteJobRequest {
-            job_key: key::encode(1, 1),
-            variables: "[1, 2]".into(),
-        })
+        .complete_job(pb::CompleteJobRequest { job_key: key::encode(1, 1), variables: "[1, 2]".into() })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status
-            .message()
-            .contains("CompleteJob.variables must be a JSON object"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("CompleteJob.variables must be a JSON object"), "{status:?}");
 
     let mut empty_type = activate("", 0);
     empty_type.r#type.clear();
@@ -752,10 +564,7 @@ async fn invalid_requests_are_rejected_before_reaching_a_broker() {
     let status = gateway
         .client
         .create_process_instance_with_result(pb::CreateProcessInstanceWithResultRequest {
-            request: Some(pb::CreateProcessInstanceRequest {
-                bpmn_process_id: "order".into(),
-                ..Default::default()
-            }),
+            request: Some(pb::CreateProcessInstanceRequest { bpmn_process_id: "order".into(), ..Default::default() }),
             request_timeout: -5,
             fetch_variables: vec![],
         })
@@ -776,40 +585,22 @@ async fn oversized_request_answers_resource_exhausted_and_gateway_keeps_serving(
     let huge = format!(r#"{{"blob": "{}"}}"#, "x".repeat(100 * 1024));
     let status = gateway
         .client
-        .complete_job(pb::CompleteJobRequest {
-            job_key: key::encode(1, 1),
-            variables: huge,
-        })
+        .complete_job(pb::CompleteJobRequest { job_key: key::encode(1, 1), variables: huge })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("max_message_size"), "{status:?}");
-    gateway
-        .client
-        .complete_job(complete(key::encode(1, 1)))
-        .await
-        .unwrap();
+    gateway.client.complete_job(complete(key::encode(1, 1))).await.unwrap();
 }
 
 #[tokio::test]
 async fn unsupported_rpcs_answer_unimplemented_naming_the_rpc() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     let mut gateway = start_gateway(config(&[&one])).await;
-    let status = gateway
-        .client
-        .evaluate_decision(pb::EvaluateDecisionRequest::default())
-        .await
-        .unwrap_err();
+    let status = gateway.client.evaluate_decision(pb::EvaluateDecisionRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
-    assert_eq!(
-        status.message(),
-        "EvaluateDecision is not supported by Waggle yet"
-    );
-    let status = gateway
-        .client
-        .delete_resource(pb::DeleteResourceRequest::default())
-        .await
-        .unwrap_err();
+    assert_eq!(status.message(), "EvaluateDecision is not supported by Waggle yet");
+    let status = gateway.client.delete_resource(pb::DeleteResourceRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(status.message().starts_with("DeleteResource"), "{status:?}");
 }
@@ -818,25 +609,11 @@ async fn unsupported_rpcs_answer_unimplemented_naming_the_rpc() {
 async fn health_check_reports_serving() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     let gateway = start_gateway(config(&[&one])).await;
-    let channel = Channel::from_shared(format!("http://{}", gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     for service in ["", "gateway_protocol.Gateway"] {
-        let answer = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            answer.status(),
-            ServingStatus::Serving,
-            "service {service:?}"
-        );
+        let answer = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(answer.status(), ServingStatus::Serving, "service {service:?}");
     }
 }
 
@@ -845,12 +622,7 @@ async fn topology_reports_every_broker_with_its_partitions() {
     let one = ScriptedBroker::start(0, 2, &[1]).await;
     let two = ScriptedBroker::start(1, 2, &[2]).await;
     let mut gateway = start_gateway(config(&[&one, &two])).await;
-    let topology = gateway
-        .client
-        .topology(pb::TopologyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let topology = gateway.client.topology(pb::TopologyRequest {}).await.unwrap().into_inner();
     assert_eq!(topology.cluster_size, 2);
     assert_eq!(topology.partitions_count, 2);
     assert_eq!(topology.replication_factor, 2);
@@ -859,11 +631,7 @@ async fn topology_reports_every_broker_with_its_partitions() {
     let second = &topology.brokers[1];
     assert_eq!(second.node_id, 1);
     assert_eq!(format!("{}:{}", second.host, second.port), two.addr);
-    let roles: Vec<_> = second
-        .partitions
-        .iter()
-        .map(|p| (p.partition_id, p.role()))
-        .collect();
+    let roles: Vec<_> = second.partitions.iter().map(|p| (p.partition_id, p.role())).collect();
     use pb::partition::PartitionBrokerRole::*;
     assert_eq!(roles, vec![(1, Follower), (2, Leader)]);
 }
@@ -872,13 +640,9 @@ async fn topology_reports_every_broker_with_its_partitions() {
 async fn gateway_stops_cleanly_on_shutdown_even_with_open_job_streams() {
     let one = ScriptedBroker::start(0, 1, &[1]).await;
     let shutdown = CancellationToken::new();
-    let (addr, server) = waggle_gateway::bind(config(&[&one]), shutdown.clone())
-        .await
-        .unwrap();
+    let (addr, server) = waggle_gateway::bind(config(&[&one]), shutdown.clone()).await.unwrap();
     let server = tokio::spawn(server);
-    let mut client = GatewayClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client = GatewayClient::connect(format!("http://{addr}")).await.unwrap();
     let mut stream = client
         .stream_activated_jobs(pb::StreamActivatedJobsRequest {
             r#type: "pay".into(),
@@ -890,11 +654,7 @@ async fn gateway_stops_cleanly_on_shutdown_even_with_open_job_streams() {
         .into_inner();
     eventually("the stream asked for jobs", || !one.executed().is_empty()).await;
     shutdown.cancel();
-    timeout(WAIT, server)
-        .await
-        .expect("the gateway stops promptly")
-        .unwrap()
-        .unwrap();
+    timeout(WAIT, server).await.expect("the gateway stops promptly").unwrap().unwrap();
     assert!(stream.message().await.map(|m| m.is_none()).unwrap_or(true));
 }
 
@@ -909,13 +669,7 @@ fn configuration_without_brokers_is_refused_naming_the_key() {
     };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("`brokers`"), "{err}");
-    let config = GatewayConfig {
-        brokers: vec!["http://broker:26501".into()],
-        ..config
-    };
+    let config = GatewayConfig { brokers: vec!["http://broker:26501".into()], ..config };
     let err = config.validate().unwrap_err().to_string();
-    assert!(
-        err.contains("`brokers`") && err.contains("http://broker:26501"),
-        "{err}"
-    );
+    assert!(err.contains("`brokers`") && err.contains("http://broker:26501"), "{err}");
 }

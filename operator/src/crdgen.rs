@@ -14,15 +14,9 @@ use crate::crd::{Cluster, Exporter, Gateway};
 #[derive(Debug, thiserror::Error)]
 pub enum CrdgenError {
     #[error("cannot serialize CRD {name}: {source}")]
-    Serialize {
-        name: String,
-        source: serde_yaml_ng::Error,
-    },
+    Serialize { name: String, source: serde_yaml_ng::Error },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0} is out of date; run `cargo run -p waggle-operator --bin crdgen`")]
     Drift(PathBuf),
 }
@@ -40,10 +34,8 @@ pub fn render() -> Result<Vec<(String, String)>, CrdgenError> {
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            let yaml = serde_yaml_ng::to_string(&crd).map_err(|source| CrdgenError::Serialize {
-                name: name.clone(),
-                source,
-            })?;
+            let yaml = serde_yaml_ng::to_string(&crd)
+                .map_err(|source| CrdgenError::Serialize { name: name.clone(), source })?;
             Ok((format!("{name}.yaml"), format!("{HEADER}{yaml}")))
         })
         .collect()
@@ -64,12 +56,8 @@ pub fn write(dir: &Path) -> Result<Vec<PathBuf>, CrdgenError> {
     let files = render()?;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        let generated = std::fs::read_to_string(&path)
-            .map(|t| t.starts_with(HEADER))
-            .unwrap_or(false);
-        let keep = files
-            .iter()
-            .any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
+        let generated = std::fs::read_to_string(&path).map(|t| t.starts_with(HEADER)).unwrap_or(false);
+        let keep = files.iter().any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
         if generated && !keep {
             std::fs::remove_file(&path).map_err(io(&path))?;
         }

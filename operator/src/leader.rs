@@ -43,27 +43,17 @@ fn is_not_found(error: &kube::Error) -> bool {
 
 impl LeaseLock {
     pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
-        LeaseLock {
-            api,
-            name: name.to_owned(),
-            identity: identity.to_owned(),
-            duration,
-        }
+        LeaseLock { api, name: name.to_owned(), identity: identity.to_owned(), duration }
     }
 
     fn error(&self, source: kube::Error) -> LeaderError {
-        LeaderError::Api {
-            name: self.name.clone(),
-            source,
-        }
+        LeaderError::Api { name: self.name.clone(), source }
     }
 
     fn spec(&self, now: Timestamp, acquired: Option<MicroTime>, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(
-                i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX),
-            ),
+            lease_duration_seconds: Some(i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX)),
             acquire_time: Some(acquired.unwrap_or(MicroTime(now))),
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(transitions),
@@ -78,10 +68,7 @@ impl LeaseLock {
             Ok(lease) => lease,
             Err(e) if is_not_found(&e) => {
                 let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        ..ObjectMeta::default()
-                    },
+                    metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
                     spec: Some(self.spec(now, None, 0)),
                 };
                 return match self.api.create(&PostParams::default(), &lease).await {
@@ -104,11 +91,7 @@ impl LeaseLock {
         };
         let mut updated = current;
         updated.spec = Some(new_spec);
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &updated)
-            .await
-        {
+        match self.api.replace(&self.name, &PostParams::default(), &updated).await {
             Ok(_) => Ok(true),
             Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(self.error(e)),
@@ -125,11 +108,7 @@ impl LeaseLock {
             return Ok(());
         }
         spec.holder_identity = None;
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(()),
             Err(e) if is_conflict(&e) => Ok(()),
             Err(e) => Err(self.error(e)),
@@ -177,9 +156,5 @@ fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
         return true;
     };
     let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    renewed
-        .0
-        .checked_add(duration)
-        .map(|end| end <= now)
-        .unwrap_or(true)
+    renewed.0.checked_add(duration).map(|end| end <= now).unwrap_or(true)
 }

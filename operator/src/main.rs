@@ -68,12 +68,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
 
     let lock = settings.leader_elect.then(|| {
         let api: Api<Lease> = Api::namespaced(client.clone(), &settings.lease_namespace);
-        LeaseLock::new(
-            api,
-            &settings.lease_name,
-            &settings.identity,
-            settings.lease_duration(),
-        )
+        LeaseLock::new(api, &settings.lease_name, &settings.identity, settings.lease_duration())
     });
     let mut outcome = Ok(());
     if let Some(lock) = &lock {
@@ -84,25 +79,15 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     }
     metrics.set_leader(true);
 
-    let defaults = Defaults {
-        image: settings.default_image.clone(),
-    };
-    let ctx = Arc::new(Context::new(
-        client,
-        defaults,
-        metrics.clone(),
-        &settings.identity,
-    ));
+    let defaults = Defaults { image: settings.default_image.clone() };
+    let ctx = Arc::new(Context::new(client, defaults, metrics.clone(), &settings.identity));
     let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let controllers = futures::future::join_all(
-        namespaces
-            .into_iter()
-            .map(|ns| controller::run(ctx.clone(), ns, shutdown.clone())),
-    );
+    let controllers =
+        futures::future::join_all(namespaces.into_iter().map(|ns| controller::run(ctx.clone(), ns, shutdown.clone())));
     let keep_lease = async {
         match &lock {
             Some(lock) => lock.keep(&shutdown).await,

@@ -5,9 +5,7 @@
 
 use std::time::Instant;
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Errors while registering or encoding metrics.
 #[derive(Debug, thiserror::Error)]
@@ -31,23 +29,15 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new_custom(Some("waggle_operator".to_owned()), None)?;
-        let reconciles = IntCounterVec::new(
-            Opts::new("reconciles_total", "Reconciles started, per resource kind"),
-            &["kind"],
-        )?;
+        let reconciles =
+            IntCounterVec::new(Opts::new("reconciles_total", "Reconciles started, per resource kind"), &["kind"])?;
         let failures = IntCounterVec::new(
-            Opts::new(
-                "reconcile_errors_total",
-                "Reconciles that failed, per resource kind and error",
-            ),
+            Opts::new("reconcile_errors_total", "Reconciles that failed, per resource kind and error"),
             &["kind", "error"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "reconcile_duration_seconds",
-                "Time a reconcile took, per resource kind",
-            )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new("reconcile_duration_seconds", "Time a reconcile took, per resource kind")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["kind"],
         )?;
         let leader = IntGauge::new("leader", "1 while this replica holds the leader lease")?;
@@ -55,22 +45,13 @@ impl Metrics {
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        Ok(Metrics {
-            registry,
-            reconciles,
-            failures,
-            duration,
-            leader,
-        })
+        Ok(Metrics { registry, reconciles, failures, duration, leader })
     }
 
     /// Counts a reconcile of `kind` and times it until the returned guard is dropped.
     pub fn start_reconcile(&self, kind: &str) -> ReconcileTimer {
         self.reconciles.with_label_values(&[kind]).inc();
-        ReconcileTimer {
-            histogram: self.duration.with_label_values(&[kind]),
-            started: Instant::now(),
-        }
+        ReconcileTimer { histogram: self.duration.with_label_values(&[kind]), started: Instant::now() }
     }
 
     pub fn reconcile_failed(&self, kind: &str, error: &str) {
@@ -112,18 +93,10 @@ mod tests {
         metrics.reconcile_failed("Gateway", "conflict");
         metrics.set_leader(true);
         let text = metrics.render().unwrap();
+        assert!(text.contains("waggle_operator_reconciles_total{kind=\"Cluster\"} 1"), "{text}");
+        assert!(text.contains("waggle_operator_reconcile_duration_seconds_count{kind=\"Cluster\"} 1"), "{text}");
         assert!(
-            text.contains("waggle_operator_reconciles_total{kind=\"Cluster\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("waggle_operator_reconcile_duration_seconds_count{kind=\"Cluster\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "waggle_operator_reconcile_errors_total{error=\"conflict\",kind=\"Gateway\"} 1"
-            ),
+            text.contains("waggle_operator_reconcile_errors_total{error=\"conflict\",kind=\"Gateway\"} 1"),
             "{text}"
         );
         assert!(text.contains("waggle_operator_leader 1"), "{text}");

@@ -20,10 +20,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -59,18 +56,9 @@ async fn ready_handler(State(state): State<AppState>) -> (StatusCode, &'static s
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve(
-    addr: SocketAddr,
-    router: Router,
-    shutdown: CancellationToken,
-) -> Result<(), ServerError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(ServerError::Serve)
+pub async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await.map_err(ServerError::Serve)
 }
 
 #[cfg(test)]
@@ -85,20 +73,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let server = tokio::spawn(serve(
-            addr,
-            router(metrics.clone(), ready.clone()),
-            shutdown.clone(),
-        ));
+        let server = tokio::spawn(serve(addr, router(metrics.clone(), ready.clone()), shutdown.clone()));
         let get = |path: &'static str| async move {
             for _ in 0..50 {
                 if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     stream
-                        .write_all(
-                            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                                .as_bytes(),
-                        )
+                        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
                         .await
                         .unwrap();
                     let mut response = String::new();

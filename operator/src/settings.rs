@@ -28,63 +28,33 @@ pub enum LogFormat {
 }
 
 #[derive(Clone, Debug, Parser)]
-#[command(
-    name = "waggle-operator",
-    version,
-    about = "Reconciles Waggle Cluster, Gateway and Exporter resources"
-)]
+#[command(name = "waggle-operator", version, about = "Reconciles Waggle Cluster, Gateway and Exporter resources")]
 pub struct Settings {
     /// Namespaces to watch, comma-separated; all namespaces when empty.
-    #[arg(
-        long,
-        env = "WAGGLE_OPERATOR_NAMESPACES",
-        value_delimiter = ',',
-        default_value = ""
-    )]
+    #[arg(long, env = "WAGGLE_OPERATOR_NAMESPACES", value_delimiter = ',', default_value = "")]
     pub namespaces: Vec<String>,
     /// Address of the /metrics, /healthz and /readyz endpoint.
-    #[arg(
-        long,
-        env = "WAGGLE_OPERATOR_HTTP_ADDR",
-        default_value = "0.0.0.0:8080"
-    )]
+    #[arg(long, env = "WAGGLE_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
     /// Image repository for brokers and gateways whose resource names none.
-    #[arg(
-        long,
-        env = "WAGGLE_OPERATOR_DEFAULT_IMAGE",
-        default_value = "ghcr.io/waggle-dev/waggle"
-    )]
+    #[arg(long, env = "WAGGLE_OPERATOR_DEFAULT_IMAGE", default_value = "ghcr.io/waggle-dev/waggle")]
     pub default_image: String,
     /// Run only while holding a Lease, so that several replicas can run with one active.
     #[arg(long, env = "WAGGLE_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// Name of the Lease.
-    #[arg(
-        long,
-        env = "WAGGLE_OPERATOR_LEASE_NAME",
-        default_value = "waggle-operator"
-    )]
+    #[arg(long, env = "WAGGLE_OPERATOR_LEASE_NAME", default_value = "waggle-operator")]
     pub lease_name: String,
     /// Namespace of the Lease; the operator's own namespace.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
     /// How long a Lease stays valid without renewal.
-    #[arg(
-        long,
-        env = "WAGGLE_OPERATOR_LEASE_DURATION_SECONDS",
-        default_value_t = 15
-    )]
+    #[arg(long, env = "WAGGLE_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
     /// This replica's name in the Lease; the host name when empty.
     #[arg(long, env = "POD_NAME", default_value = "")]
     pub identity: String,
-    #[arg(
-        long,
-        env = "WAGGLE_OPERATOR_LOG_FORMAT",
-        value_enum,
-        default_value = "json"
-    )]
+    #[arg(long, env = "WAGGLE_OPERATOR_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 }
 
@@ -125,8 +95,7 @@ impl Settings {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -136,39 +105,28 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Settings {
-        Settings::try_parse_from(std::iter::once("waggle-operator").chain(args.iter().copied()))
-            .unwrap()
+        Settings::try_parse_from(std::iter::once("waggle-operator").chain(args.iter().copied())).unwrap()
     }
 
     #[test]
     fn watched_namespaces_are_split_and_trimmed() {
-        let settings = parse(&["--namespaces", "team-a, team-b", "--identity", "op-0"])
-            .validated()
-            .unwrap();
+        let settings = parse(&["--namespaces", "team-a, team-b", "--identity", "op-0"]).validated().unwrap();
         assert_eq!(settings.namespaces, vec!["team-a", "team-b"]);
     }
 
     #[test]
     fn no_namespaces_means_all_namespaces() {
-        let settings = parse(&["--namespaces", "", "--identity", "op-0"])
-            .validated()
-            .unwrap();
+        let settings = parse(&["--namespaces", "", "--identity", "op-0"]).validated().unwrap();
         assert!(settings.namespaces.is_empty());
     }
 
     #[test]
     fn bad_settings_stop_start_up_naming_the_setting() {
-        let err = parse(&["--namespaces", "Team_A", "--identity", "x"])
-            .validated()
-            .unwrap_err();
+        let err = parse(&["--namespaces", "Team_A", "--identity", "x"]).validated().unwrap_err();
         assert!(err.to_string().contains("--namespaces"), "{err}");
-        let err = parse(&["--default-image", "repo/waggle:1.0", "--identity", "x"])
-            .validated()
-            .unwrap_err();
+        let err = parse(&["--default-image", "repo/waggle:1.0", "--identity", "x"]).validated().unwrap_err();
         assert!(err.to_string().contains("--default-image"), "{err}");
-        let err = parse(&["--lease-duration-seconds", "1", "--identity", "x"])
-            .validated()
-            .unwrap_err();
+        let err = parse(&["--lease-duration-seconds", "1", "--identity", "x"]).validated().unwrap_err();
         assert_eq!(err, SettingsError::LeaseDuration(1));
     }
 }

@@ -21,37 +21,28 @@ pub enum Health {
 
 impl Health {
     pub fn ready(reason: &str, message: impl Into<String>) -> Self {
-        Health::Ready {
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
+        Health::Ready { reason: reason.to_owned(), message: message.into() }
     }
     pub fn progressing(reason: &str, message: impl Into<String>) -> Self {
-        Health::Progressing {
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
+        Health::Progressing { reason: reason.to_owned(), message: message.into() }
     }
     pub fn degraded(reason: &str, message: impl Into<String>) -> Self {
-        Health::Degraded {
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
+        Health::Degraded { reason: reason.to_owned(), message: message.into() }
     }
 
     pub fn reason(&self) -> &str {
         match self {
-            Health::Ready { reason, .. }
-            | Health::Progressing { reason, .. }
-            | Health::Degraded { reason, .. } => reason,
+            Health::Ready { reason, .. } | Health::Progressing { reason, .. } | Health::Degraded { reason, .. } => {
+                reason
+            }
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            Health::Ready { message, .. }
-            | Health::Progressing { message, .. }
-            | Health::Degraded { message, .. } => message,
+            Health::Ready { message, .. } | Health::Progressing { message, .. } | Health::Degraded { message, .. } => {
+                message
+            }
         }
     }
 
@@ -66,12 +57,7 @@ impl Health {
 }
 
 /// The three conditions for `health`, keeping transition times of unchanged conditions from `previous`.
-pub fn conditions(
-    previous: &[Condition],
-    health: &Health,
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
+pub fn conditions(previous: &[Condition], health: &Health, generation: Option<i64>, now: &Time) -> Vec<Condition> {
     [READY, PROGRESSING, DEGRADED]
         .into_iter()
         .map(|type_| {
@@ -95,9 +81,7 @@ pub fn conditions(
 
 /// Whether the condition of `type_` is `True` in `conditions`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// A change worth a Kubernetes Event.
@@ -111,25 +95,13 @@ pub struct Transition {
 /// The Event for moving from `previous` conditions to `health`, if the move is significant: becoming
 /// Ready, becoming Degraded, or changing the reason of being Degraded.
 pub fn transition(previous: &[Condition], health: &Health) -> Option<Transition> {
-    let was = |type_: &str| {
-        previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == "True")
-    };
+    let was = |type_: &str| previous.iter().find(|c| c.type_ == type_ && c.status == "True");
     match health {
-        Health::Ready { reason, message } if was(READY).is_none() => Some(Transition {
-            warning: false,
-            reason: reason.clone(),
-            note: message.clone(),
-        }),
-        Health::Degraded { reason, message }
-            if was(DEGRADED).is_none_or(|c| &c.reason != reason) =>
-        {
-            Some(Transition {
-                warning: true,
-                reason: reason.clone(),
-                note: message.clone(),
-            })
+        Health::Ready { reason, message } if was(READY).is_none() => {
+            Some(Transition { warning: false, reason: reason.clone(), note: message.clone() })
+        }
+        Health::Degraded { reason, message } if was(DEGRADED).is_none_or(|c| &c.reason != reason) => {
+            Some(Transition { warning: true, reason: reason.clone(), note: message.clone() })
         }
         _ => None,
     }
@@ -152,9 +124,7 @@ pub struct Replicas {
 /// missing reference, from which it is only now starting).
 fn was_up(previous: &[Condition]) -> bool {
     is_true(previous, READY)
-        || previous
-            .iter()
-            .any(|c| c.type_ == DEGRADED && c.status == "True" && c.reason == "Unavailable")
+        || previous.iter().any(|c| c.type_ == DEGRADED && c.status == "True" && c.reason == "Unavailable")
 }
 
 /// Health of a set of pods called `noun` ("brokers", "gateways"). A set that was Ready and lost pods
@@ -167,13 +137,7 @@ pub fn replicas_health(replicas: Replicas, noun: &str, previous: &[Condition]) -
     } else if settled && was_up(previous) {
         Health::degraded("Unavailable", count)
     } else if replicas.current != replicas.desired {
-        Health::progressing(
-            "Scaling",
-            format!(
-                "{count}, scaling from {} to {}",
-                replicas.current, replicas.desired
-            ),
-        )
+        Health::progressing("Scaling", format!("{count}, scaling from {} to {}", replicas.current, replicas.desired))
     } else {
         Health::progressing("Starting", count)
     }
@@ -189,70 +153,25 @@ mod tests {
     }
 
     fn replicas(desired: i32, current: i32, ready: i32) -> Replicas {
-        Replicas {
-            desired,
-            current,
-            ready,
-            observed: true,
-        }
+        Replicas { desired, current, ready, observed: true }
     }
 
     #[test]
     fn exactly_one_condition_is_true() {
-        for health in [
-            Health::ready("A", "a"),
-            Health::progressing("B", "b"),
-            Health::degraded("C", "c"),
-        ] {
+        for health in [Health::ready("A", "a"), Health::progressing("B", "b"), Health::degraded("C", "c")] {
             let conditions = conditions(&[], &health, Some(3), &at("2026-01-01T00:00:00Z"));
-            assert_eq!(
-                conditions.iter().filter(|c| c.status == "True").count(),
-                1,
-                "{health:?}"
-            );
-            assert!(conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(3) && c.reason == health.reason()));
+            assert_eq!(conditions.iter().filter(|c| c.status == "True").count(), 1, "{health:?}");
+            assert!(conditions.iter().all(|c| c.observed_generation == Some(3) && c.reason == health.reason()));
         }
     }
 
     #[test]
     fn transition_time_changes_only_when_the_status_flips() {
-        let first = conditions(
-            &[],
-            &Health::progressing("Starting", "0/3"),
-            None,
-            &at("2026-01-01T00:00:00Z"),
-        );
-        let still = conditions(
-            &first,
-            &Health::progressing("Starting", "1/3"),
-            None,
-            &at("2026-01-01T00:05:00Z"),
-        );
-        assert_eq!(
-            first,
-            still
-                .iter()
-                .map(|c| Condition {
-                    message: "0/3".into(),
-                    ..c.clone()
-                })
-                .collect::<Vec<_>>()
-        );
-        let ready = conditions(
-            &still,
-            &Health::ready("AllReady", "3/3"),
-            None,
-            &at("2026-01-01T00:09:00Z"),
-        );
-        let time = |cs: &[Condition], t: &str| {
-            cs.iter()
-                .find(|c| c.type_ == t)
-                .unwrap()
-                .last_transition_time
-                .clone()
-        };
+        let first = conditions(&[], &Health::progressing("Starting", "0/3"), None, &at("2026-01-01T00:00:00Z"));
+        let still = conditions(&first, &Health::progressing("Starting", "1/3"), None, &at("2026-01-01T00:05:00Z"));
+        assert_eq!(first, still.iter().map(|c| Condition { message: "0/3".into(), ..c.clone() }).collect::<Vec<_>>());
+        let ready = conditions(&still, &Health::ready("AllReady", "3/3"), None, &at("2026-01-01T00:09:00Z"));
+        let time = |cs: &[Condition], t: &str| cs.iter().find(|c| c.type_ == t).unwrap().last_transition_time.clone();
         assert_eq!(time(&ready, READY), at("2026-01-01T00:09:00Z"));
         assert_eq!(time(&ready, PROGRESSING), at("2026-01-01T00:09:00Z"));
         assert_eq!(time(&ready, DEGRADED), at("2026-01-01T00:00:00Z"));
@@ -260,12 +179,7 @@ mod tests {
 
     #[test]
     fn a_ready_set_that_loses_pods_is_degraded_but_a_new_one_is_progressing() {
-        let ready = conditions(
-            &[],
-            &Health::ready("AllReady", ""),
-            None,
-            &at("2026-01-01T00:00:00Z"),
-        );
+        let ready = conditions(&[], &Health::ready("AllReady", ""), None, &at("2026-01-01T00:00:00Z"));
         assert_eq!(
             replicas_health(replicas(3, 3, 2), "brokers", &ready),
             Health::degraded("Unavailable", "2/3 brokers ready")
@@ -274,53 +188,22 @@ mod tests {
             replicas_health(replicas(3, 3, 2), "brokers", &[]),
             Health::progressing("Starting", "2/3 brokers ready")
         );
-        assert_eq!(
-            replicas_health(replicas(3, 3, 3), "brokers", &[]),
-            Health::ready("AllReady", "3/3 brokers ready")
-        );
-        assert!(matches!(
-            replicas_health(replicas(4, 3, 3), "brokers", &ready),
-            Health::Progressing { .. }
-        ));
-        let unobserved = Replicas {
-            observed: false,
-            ..replicas(3, 3, 3)
-        };
-        assert!(matches!(
-            replicas_health(unobserved, "brokers", &ready),
-            Health::Progressing { .. }
-        ));
+        assert_eq!(replicas_health(replicas(3, 3, 3), "brokers", &[]), Health::ready("AllReady", "3/3 brokers ready"));
+        assert!(matches!(replicas_health(replicas(4, 3, 3), "brokers", &ready), Health::Progressing { .. }));
+        let unobserved = Replicas { observed: false, ..replicas(3, 3, 3) };
+        assert!(matches!(replicas_health(unobserved, "brokers", &ready), Health::Progressing { .. }));
     }
 
     #[test]
     fn events_are_recorded_on_becoming_ready_or_degraded_only() {
-        let progressing = conditions(
-            &[],
-            &Health::progressing("Starting", ""),
-            None,
-            &at("2026-01-01T00:00:00Z"),
-        );
+        let progressing = conditions(&[], &Health::progressing("Starting", ""), None, &at("2026-01-01T00:00:00Z"));
         assert!(transition(&progressing, &Health::progressing("Starting", "1/3")).is_none());
         let became_ready = transition(&progressing, &Health::ready("AllReady", "3/3")).unwrap();
         assert!(!became_ready.warning);
-        let ready = conditions(
-            &[],
-            &Health::ready("AllReady", ""),
-            None,
-            &at("2026-01-01T00:00:00Z"),
-        );
+        let ready = conditions(&[], &Health::ready("AllReady", ""), None, &at("2026-01-01T00:00:00Z"));
         assert!(transition(&ready, &Health::ready("AllReady", "3/3")).is_none());
-        assert!(
-            transition(&ready, &Health::degraded("Unavailable", "2/3"))
-                .unwrap()
-                .warning
-        );
-        let degraded = conditions(
-            &[],
-            &Health::degraded("Unavailable", ""),
-            None,
-            &at("2026-01-01T00:00:00Z"),
-        );
+        assert!(transition(&ready, &Health::degraded("Unavailable", "2/3")).unwrap().warning);
+        let degraded = conditions(&[], &Health::degraded("Unavailable", ""), None, &at("2026-01-01T00:00:00Z"));
         assert!(transition(&degraded, &Health::degraded("Unavailable", "1/3")).is_none());
         assert!(transition(&degraded, &Health::degraded("ApplyFailed", "boom")).is_some());
     }

@@ -14,16 +14,11 @@ use waggle_operator::builders::{ClusterObjects, Defaults, GatewayObjects};
 use waggle_operator::crd::{Cluster, Exporter, Gateway};
 
 fn defaults() -> Defaults {
-    Defaults {
-        image: "ghcr.io/waggle-dev/waggle".to_owned(),
-    }
+    Defaults { image: "ghcr.io/waggle-dev/waggle".to_owned() }
 }
 
 fn to_yaml_documents(objects: &[serde_json::Value]) -> String {
-    objects
-        .iter()
-        .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap()))
-        .collect()
+    objects.iter().map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap())).collect()
 }
 
 /// Builds every object for the fixture at `path`.
@@ -32,17 +27,10 @@ fn build(path: &Path) -> Vec<serde_json::Value> {
     match docs[0]["kind"].as_str() {
         Some("Cluster") => {
             let cluster: Cluster = serde_json::from_value(docs[0].clone()).unwrap();
-            let exporters: Vec<Exporter> = docs[1..]
-                .iter()
-                .map(|d| serde_json::from_value(d.clone()).unwrap())
-                .collect();
+            let exporters: Vec<Exporter> =
+                docs[1..].iter().map(|d| serde_json::from_value(d.clone()).unwrap()).collect();
             let objects = ClusterObjects::build(&cluster, &exporters, &defaults()).unwrap();
-            vec![
-                value(&objects.config_map),
-                value(&objects.service),
-                value(&objects.stateful_set),
-                value(&objects.pdb),
-            ]
+            vec![value(&objects.config_map), value(&objects.service), value(&objects.stateful_set), value(&objects.pdb)]
         }
         Some("Gateway") => {
             let gateway: Gateway = serde_json::from_value(docs[0].clone()).unwrap();
@@ -66,19 +54,13 @@ fn builders_match_golden_files() {
     assert!(fixtures.len() >= 4, "fixtures missing");
     let mut failures = Vec::new();
     for fixture in fixtures {
-        let golden = crate_dir()
-            .join("tests/golden")
-            .join(fixture.file_name().unwrap());
+        let golden = crate_dir().join("tests/golden").join(fixture.file_name().unwrap());
         let built = build(&fixture);
         if update {
             std::fs::write(&golden, to_yaml_documents(&built)).unwrap();
             continue;
         }
-        let expected = if golden.exists() {
-            documents(&golden)
-        } else {
-            Vec::new()
-        };
+        let expected = if golden.exists() { documents(&golden) } else { Vec::new() };
         if expected != built {
             pretty_assertions::assert_eq!(
                 to_yaml_documents(&expected),
@@ -103,10 +85,7 @@ fn building_twice_gives_identical_objects() {
 fn cluster_fixture(name: &str) -> (Cluster, Vec<Exporter>) {
     let docs = documents(&crate_dir().join("tests/fixtures/builders").join(name));
     let cluster = serde_json::from_value(docs[0].clone()).unwrap();
-    let exporters = docs[1..]
-        .iter()
-        .map(|d| serde_json::from_value(d.clone()).unwrap())
-        .collect();
+    let exporters = docs[1..].iter().map(|d| serde_json::from_value(d.clone()).unwrap()).collect();
     (cluster, exporters)
 }
 
@@ -121,24 +100,8 @@ fn changing_the_broker_count_changes_only_the_stateful_set_and_its_peers() {
     assert_eq!(before.service, after.service);
     assert_eq!(before.pdb, after.pdb);
     assert_ne!(before.stateful_set, after.stateful_set);
-    let env = after
-        .stateful_set
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .env
-        .clone()
-        .unwrap();
-    let peers = env
-        .iter()
-        .find(|e| e.name == "WAGGLE_PEERS")
-        .unwrap()
-        .value
-        .clone()
-        .unwrap();
+    let env = after.stateful_set.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+    let peers = env.iter().find(|e| e.name == "WAGGLE_PEERS").unwrap().value.clone().unwrap();
     assert_eq!(peers.split(',').count(), 7);
     assert!(peers.starts_with("prod-broker-0.prod-broker.payments.svc:26502,"));
 }
@@ -147,44 +110,19 @@ fn changing_the_broker_count_changes_only_the_stateful_set_and_its_peers() {
 fn changing_an_exporter_changes_the_config_and_the_pod_template_hash_only() {
     let (cluster, mut exporters) = cluster_fixture("cluster-full.yaml");
     let before = ClusterObjects::build(&cluster, &exporters, &defaults()).unwrap();
-    exporters[0]
-        .spec
-        .settings
-        .as_mut()
-        .unwrap()
-        .insert("url".into(), "http://es2:9200".into());
+    exporters[0].spec.settings.as_mut().unwrap().insert("url".into(), "http://es2:9200".into());
     let after = ClusterObjects::build(&cluster, &exporters, &defaults()).unwrap();
     assert_ne!(before.config_map, after.config_map);
     assert_ne!(before.config.hash, after.config.hash);
     assert_eq!(before.service, after.service);
     assert_eq!(before.pdb, after.pdb);
     let annotations = |o: &ClusterObjects| {
-        o.stateful_set
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap()
+        o.stateful_set.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.clone().unwrap()
     };
-    assert_eq!(
-        annotations(&after)["waggle.dev/config-hash"],
-        after.config.hash
-    );
+    assert_eq!(annotations(&after)["waggle.dev/config-hash"], after.config.hash);
     let spec_without_hash = |o: &ClusterObjects| {
         let mut set = o.stateful_set.clone();
-        set.spec
-            .as_mut()
-            .unwrap()
-            .template
-            .metadata
-            .as_mut()
-            .unwrap()
-            .annotations = None;
+        set.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().annotations = None;
         set
     };
     assert_eq!(spec_without_hash(&before), spec_without_hash(&after));
@@ -198,9 +136,7 @@ fn disabled_exporters_and_other_clusters_exporters_stay_out_of_the_config() {
     let toml = &objects.config_map.data.as_ref().unwrap()["broker.toml"];
     assert!(!toml.contains("old-search"));
     assert!(
-        toml.contains(
-            "[exporters.audit-db.secret_env]\npassword = \"WAGGLE_EXPORTER_AUDIT_DB_PASSWORD\""
-        ),
+        toml.contains("[exporters.audit-db.secret_env]\npassword = \"WAGGLE_EXPORTER_AUDIT_DB_PASSWORD\""),
         "a secret setting names the variable that carries it, never a value:\n{toml}"
     );
 }
@@ -212,12 +148,6 @@ fn the_broker_config_parses_as_toml_with_the_users_settings() {
     let parsed: toml::Table = objects.config.toml.parse().unwrap();
     assert_eq!(parsed["log_level"].as_str(), Some("debug"));
     assert_eq!(parsed["snapshot"]["period_seconds"].as_integer(), Some(300));
-    assert_eq!(
-        parsed["exporters"]["search"]["kind"].as_str(),
-        Some("elasticsearch")
-    );
-    assert_eq!(
-        parsed["exporters"]["search"]["index"]["number_of_shards"].as_integer(),
-        Some(3)
-    );
+    assert_eq!(parsed["exporters"]["search"]["kind"].as_str(), Some("elasticsearch"));
+    assert_eq!(parsed["exporters"]["search"]["index"]["number_of_shards"].as_integer(), Some(3));
 }

@@ -29,12 +29,7 @@ fn lease(holder: &str, renewed: &str) -> serde_json::Value {
 }
 
 fn lock(client: kube::Client, identity: &str) -> LeaseLock {
-    LeaseLock::new(
-        Api::<Lease>::namespaced(client, "ops"),
-        "waggle-operator",
-        identity,
-        Duration::from_secs(15),
-    )
+    LeaseLock::new(Api::<Lease>::namespaced(client, "ops"), "waggle-operator", identity, Duration::from_secs(15))
 }
 
 #[tokio::test]
@@ -55,10 +50,7 @@ async fn missing_lease_is_created_and_held() {
 async fn lease_held_by_a_live_replica_is_left_alone() {
     let (client, mut server) = client();
     let task = tokio::spawn(async move { lock(client, "op-a").try_acquire_or_renew(now()).await });
-    server
-        .expect("GET", LEASE)
-        .await
-        .reply(200, lease("op-b", "2026-03-01T11:59:55.000000Z"));
+    server.expect("GET", LEASE).await.reply(200, lease("op-b", "2026-03-01T11:59:55.000000Z"));
     assert!(!task.await.unwrap().unwrap());
     server.expect_done().await;
 }
@@ -67,10 +59,7 @@ async fn lease_held_by_a_live_replica_is_left_alone() {
 async fn expired_lease_is_taken_over_with_the_read_resource_version() {
     let (client, mut server) = client();
     let task = tokio::spawn(async move { lock(client, "op-a").try_acquire_or_renew(now()).await });
-    server
-        .expect("GET", LEASE)
-        .await
-        .reply(200, lease("op-b", "2026-03-01T11:59:40.000000Z"));
+    server.expect("GET", LEASE).await.reply(200, lease("op-b", "2026-03-01T11:59:40.000000Z"));
     let replace = server.expect("PUT", LEASE).await;
     assert_eq!(replace.body["metadata"]["resourceVersion"], "41");
     assert_eq!(replace.body["spec"]["holderIdentity"], "op-a");
@@ -85,20 +74,11 @@ async fn expired_lease_is_taken_over_with_the_read_resource_version() {
 async fn holder_renews_its_lease_keeping_the_acquire_time() {
     let (client, mut server) = client();
     let task = tokio::spawn(async move { lock(client, "op-a").try_acquire_or_renew(now()).await });
-    server
-        .expect("GET", LEASE)
-        .await
-        .reply(200, lease("op-a", "2026-03-01T11:59:55.000000Z"));
+    server.expect("GET", LEASE).await.reply(200, lease("op-a", "2026-03-01T11:59:55.000000Z"));
     let replace = server.expect("PUT", LEASE).await;
-    assert_eq!(
-        replace.body["spec"]["acquireTime"],
-        "2026-03-01T11:00:00.000000Z"
-    );
+    assert_eq!(replace.body["spec"]["acquireTime"], "2026-03-01T11:00:00.000000Z");
     assert_eq!(replace.body["spec"]["leaseTransitions"], 3);
-    assert_eq!(
-        replace.body["spec"]["renewTime"],
-        "2026-03-01T12:00:00.000000Z"
-    );
+    assert_eq!(replace.body["spec"]["renewTime"], "2026-03-01T12:00:00.000000Z");
     let body = replace.body.clone();
     replace.reply(200, body);
     assert!(task.await.unwrap().unwrap());
@@ -109,10 +89,7 @@ async fn holder_renews_its_lease_keeping_the_acquire_time() {
 async fn losing_the_race_for_a_lease_is_not_an_error() {
     let (client, mut server) = client();
     let task = tokio::spawn(async move { lock(client, "op-a").try_acquire_or_renew(now()).await });
-    server
-        .expect("GET", LEASE)
-        .await
-        .reply(200, lease("", "2026-03-01T11:00:00.000000Z"));
+    server.expect("GET", LEASE).await.reply(200, lease("", "2026-03-01T11:00:00.000000Z"));
     server.expect("PUT", LEASE).await.fail(409, "Conflict");
     assert!(!task.await.unwrap().unwrap());
     server.expect_done().await;
@@ -124,10 +101,7 @@ async fn other_api_errors_are_reported() {
     let task = tokio::spawn(async move { lock(client, "op-a").try_acquire_or_renew(now()).await });
     server.expect("GET", LEASE).await.fail(403, "Forbidden");
     let error = task.await.unwrap().unwrap_err();
-    assert!(
-        error.to_string().contains("Lease waggle-operator"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("Lease waggle-operator"), "{error}");
     server.expect_done().await;
 }
 
@@ -135,10 +109,7 @@ async fn other_api_errors_are_reported() {
 async fn release_clears_the_holder_only_when_held() {
     let (client, mut server) = client();
     let task = tokio::spawn(async move { lock(client, "op-a").release().await });
-    server
-        .expect("GET", LEASE)
-        .await
-        .reply(200, lease("op-a", "2026-03-01T11:59:55.000000Z"));
+    server.expect("GET", LEASE).await.reply(200, lease("op-a", "2026-03-01T11:59:55.000000Z"));
     let replace = server.expect("PUT", LEASE).await;
     assert!(replace.body["spec"].get("holderIdentity").is_none());
     let body = replace.body.clone();

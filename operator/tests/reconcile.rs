@@ -10,26 +10,14 @@ use serde_json::{json, Value};
 mod common;
 use common::mock::{client, ApiServer};
 use waggle_operator::builders::Defaults;
-use waggle_operator::controller::{
-    reconcile_cluster, reconcile_exporter, reconcile_gateway, retry_delay, Context,
-};
+use waggle_operator::controller::{reconcile_cluster, reconcile_exporter, reconcile_gateway, retry_delay, Context};
 use waggle_operator::crd::{Cluster, Exporter, Gateway};
 use waggle_operator::metrics::Metrics;
 
 fn context() -> (Arc<Context>, ApiServer) {
     let (client, server) = client();
-    let defaults = Defaults {
-        image: "ghcr.io/waggle-dev/waggle".to_owned(),
-    };
-    (
-        Arc::new(Context::new(
-            client,
-            defaults,
-            Metrics::new().unwrap(),
-            "test-0",
-        )),
-        server,
-    )
+    let defaults = Defaults { image: "ghcr.io/waggle-dev/waggle".to_owned() };
+    (Arc::new(Context::new(client, defaults, Metrics::new().unwrap(), "test-0")), server)
 }
 
 fn cluster(status: Option<Value>) -> Cluster {
@@ -57,12 +45,7 @@ fn list(items: Vec<Value>) -> Value {
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == type_)
-        .unwrap()
+    status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap()
 }
 
 const EXPORTERS: &str = "/apis/waggle.dev/v1alpha1/namespaces/shop/exporters";
@@ -78,29 +61,18 @@ async fn new_cluster_gets_its_children_applied_and_reports_progress() {
     let (ctx, mut server) = context();
     let task = tokio::spawn(reconcile_cluster(Arc::new(cluster(None)), ctx));
 
-    server.expect("GET", EXPORTERS).await.reply(
-        200,
-        list(vec![
-            exporter("audit", "demo"),
-            exporter("other", "elsewhere"),
-        ]),
-    );
+    server
+        .expect("GET", EXPORTERS)
+        .await
+        .reply(200, list(vec![exporter("audit", "demo"), exporter("other", "elsewhere")]));
     server.expect("GET", STS).await.fail(404, "NotFound");
     let config_map = server.expect_apply(CONFIG_MAP, None).await;
     let toml = config_map["data"]["broker.toml"].as_str().unwrap();
-    assert!(
-        toml.contains("[exporters.audit]") && !toml.contains("other"),
-        "{toml}"
-    );
+    assert!(toml.contains("[exporters.audit]") && !toml.contains("other"), "{toml}");
     assert_eq!(config_map["metadata"]["ownerReferences"][0]["uid"], "u-1");
-    assert_eq!(
-        config_map["metadata"]["ownerReferences"][0]["controller"],
-        true
-    );
+    assert_eq!(config_map["metadata"]["ownerReferences"][0]["controller"], true);
     server.expect_apply(SERVICE, None).await;
-    let sts = server
-        .expect_apply(STS, Some(json!({"replicas": 0, "observedGeneration": 1})))
-        .await;
+    let sts = server.expect_apply(STS, Some(json!({"replicas": 0, "observedGeneration": 1}))).await;
     assert_eq!(sts["spec"]["replicas"], 3);
     assert_eq!(sts["spec"]["updateStrategy"]["type"], "OnDelete");
     server.expect_apply(PDB, None).await;
@@ -111,19 +83,16 @@ async fn new_cluster_gets_its_children_applied_and_reports_progress() {
     status.reply(200, serde_json::to_value(cluster(None)).unwrap());
     assert_eq!(body["status"]["observedGeneration"], 2);
     assert_eq!(body["status"]["exporters"], json!(["audit"]));
-    assert_eq!(body["status"]["selector"], "app.kubernetes.io/component=broker,app.kubernetes.io/instance=demo,app.kubernetes.io/name=waggle");
+    assert_eq!(
+        body["status"]["selector"],
+        "app.kubernetes.io/component=broker,app.kubernetes.io/instance=demo,app.kubernetes.io/name=waggle"
+    );
     assert_eq!(condition(&body, "Progressing")["status"], "True");
     assert_eq!(condition(&body, "Ready")["status"], "False");
-    assert_eq!(
-        condition(&body, "Ready")["message"],
-        "0/3 brokers ready, scaling from 0 to 3"
-    );
+    assert_eq!(condition(&body, "Ready")["message"], "0/3 brokers ready, scaling from 0 to 3");
 
     let action = task.await.unwrap().unwrap();
-    assert_eq!(
-        action,
-        kube::runtime::controller::Action::requeue(Duration::from_secs(15))
-    );
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(15)));
     server.expect_done().await;
 }
 
@@ -134,19 +103,11 @@ async fn cluster_becoming_ready_is_reported_and_recorded_as_an_event() {
         "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
     let task = tokio::spawn(reconcile_cluster(Arc::new(cluster(Some(previous))), ctx));
 
-    server
-        .expect("GET", EXPORTERS)
-        .await
-        .reply(200, list(vec![]));
+    server.expect("GET", EXPORTERS).await.reply(200, list(vec![]));
     server.expect("GET", STS).await.fail(404, "NotFound");
     server.expect_apply(CONFIG_MAP, None).await;
     server.expect_apply(SERVICE, None).await;
-    server
-        .expect_apply(
-            STS,
-            Some(json!({"replicas": 3, "readyReplicas": 3, "observedGeneration": 1})),
-        )
-        .await;
+    server.expect_apply(STS, Some(json!({"replicas": 3, "readyReplicas": 3, "observedGeneration": 1}))).await;
     server.expect_apply(PDB, None).await;
     let status = server.expect("PATCH", CLUSTER_STATUS).await;
     let body = status.body.clone();
@@ -155,9 +116,7 @@ async fn cluster_becoming_ready_is_reported_and_recorded_as_an_event() {
     assert_eq!(condition(&body, "Ready")["reason"], "AllReady");
     assert_eq!(condition(&body, "Progressing")["status"], "False");
     assert_eq!(
-        condition(&body, "Progressing")["lastTransitionTime"]
-            .as_str()
-            .map(|t| t != "2026-01-01T00:00:00Z"),
+        condition(&body, "Progressing")["lastTransitionTime"].as_str().map(|t| t != "2026-01-01T00:00:00Z"),
         Some(true)
     );
     assert_eq!(body["status"]["readyBrokers"], 3);
@@ -170,10 +129,7 @@ async fn cluster_becoming_ready_is_reported_and_recorded_as_an_event() {
     let reply = event.body.clone();
     event.reply(201, reply);
 
-    assert_eq!(
-        task.await.unwrap().unwrap(),
-        kube::runtime::controller::Action::requeue(Duration::from_secs(300))
-    );
+    assert_eq!(task.await.unwrap().unwrap(), kube::runtime::controller::Action::requeue(Duration::from_secs(300)));
     server.expect_done().await;
 }
 
@@ -182,10 +138,7 @@ async fn failed_apply_marks_the_cluster_degraded_and_is_retried_later() {
     let (ctx, mut server) = context();
     let task = tokio::spawn(reconcile_cluster(Arc::new(cluster(None)), ctx));
 
-    server
-        .expect("GET", EXPORTERS)
-        .await
-        .reply(200, list(vec![]));
+    server.expect("GET", EXPORTERS).await.reply(200, list(vec![]));
     server.expect("GET", STS).await.fail(404, "NotFound");
     server.expect_apply(CONFIG_MAP, None).await;
     server.expect_apply(SERVICE, None).await;
@@ -195,10 +148,7 @@ async fn failed_apply_marks_the_cluster_degraded_and_is_retried_later() {
     status.reply(200, serde_json::to_value(cluster(None)).unwrap());
     assert_eq!(condition(&body, "Degraded")["status"], "True");
     assert_eq!(condition(&body, "Degraded")["reason"], "ApplyFailed");
-    assert!(condition(&body, "Degraded")["message"]
-        .as_str()
-        .unwrap()
-        .contains("InternalError"));
+    assert!(condition(&body, "Degraded")["message"].as_str().unwrap().contains("InternalError"));
     let event = server.expect("POST", EVENTS).await;
     assert_eq!(event.body["type"], "Warning");
     let reply = event.body.clone();
@@ -216,15 +166,9 @@ async fn conflict_is_retried_soon_without_marking_the_cluster_degraded() {
     let (ctx, mut server) = context();
     let task = tokio::spawn(reconcile_cluster(Arc::new(cluster(None)), ctx));
 
-    server
-        .expect("GET", EXPORTERS)
-        .await
-        .reply(200, list(vec![]));
+    server.expect("GET", EXPORTERS).await.reply(200, list(vec![]));
     server.expect("GET", STS).await.fail(404, "NotFound");
-    server
-        .expect("PATCH", CONFIG_MAP)
-        .await
-        .fail(409, "Conflict");
+    server.expect("PATCH", CONFIG_MAP).await.fail(409, "Conflict");
 
     let error = task.await.unwrap().unwrap_err();
     assert!(error.is_conflict());
@@ -238,10 +182,7 @@ async fn growing_storage_expands_the_volumes_and_recreates_the_stateful_set_with
     let (ctx, mut server) = context();
     let task = tokio::spawn(reconcile_cluster(Arc::new(cluster(None)), ctx));
 
-    server
-        .expect("GET", EXPORTERS)
-        .await
-        .reply(200, list(vec![]));
+    server.expect("GET", EXPORTERS).await.reply(200, list(vec![]));
     let existing = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "demo-broker", "namespace": "shop"},
@@ -249,46 +190,26 @@ async fn growing_storage_expands_the_volumes_and_recreates_the_stateful_set_with
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "5Gi"}}}}]},
     });
     server.expect("GET", STS).await.reply(200, existing);
-    let first = server
-        .expect(
-            "PATCH",
-            "/api/v1/namespaces/shop/persistentvolumeclaims/data-demo-broker-0",
-        )
-        .await;
-    assert_eq!(
-        first.body,
-        json!({"spec": {"resources": {"requests": {"storage": "10Gi"}}}})
+    let first = server.expect("PATCH", "/api/v1/namespaces/shop/persistentvolumeclaims/data-demo-broker-0").await;
+    assert_eq!(first.body, json!({"spec": {"resources": {"requests": {"storage": "10Gi"}}}}));
+    first.reply(
+        200,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-demo-broker-0"}}),
     );
-    first.reply(200, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-demo-broker-0"}}));
     server
-        .expect(
-            "PATCH",
-            "/api/v1/namespaces/shop/persistentvolumeclaims/data-demo-broker-1",
-        )
+        .expect("PATCH", "/api/v1/namespaces/shop/persistentvolumeclaims/data-demo-broker-1")
         .await
         .fail(404, "NotFound");
     let delete = server.expect("DELETE", STS).await;
     assert_eq!(delete.body["propagationPolicy"], "Orphan");
-    delete.reply(
-        200,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
-    );
+    delete.reply(200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}));
     let status = server.expect("PATCH", CLUSTER_STATUS).await;
     let body = status.body.clone();
     status.reply(200, serde_json::to_value(cluster(None)).unwrap());
-    assert_eq!(
-        condition(&body, "Progressing")["reason"],
-        "ExpandingVolumes"
-    );
-    assert_eq!(
-        body["status"]["progress"],
-        "growing broker volumes from 5Gi to 10Gi"
-    );
+    assert_eq!(condition(&body, "Progressing")["reason"], "ExpandingVolumes");
+    assert_eq!(body["status"]["progress"], "growing broker volumes from 5Gi to 10Gi");
 
-    assert_eq!(
-        task.await.unwrap().unwrap(),
-        kube::runtime::controller::Action::requeue(Duration::from_secs(2))
-    );
+    assert_eq!(task.await.unwrap().unwrap(), kube::runtime::controller::Action::requeue(Duration::from_secs(2)));
     server.expect_done().await;
 }
 
@@ -299,26 +220,17 @@ async fn unrenderable_broker_config_is_reported_without_touching_children() {
     bad.spec.config = Some(serde_json::from_value(json!({"retention": null})).unwrap());
     let task = tokio::spawn(reconcile_cluster(Arc::new(bad), ctx));
 
-    server
-        .expect("GET", EXPORTERS)
-        .await
-        .reply(200, list(vec![]));
+    server.expect("GET", EXPORTERS).await.reply(200, list(vec![]));
     let status = server.expect("PATCH", CLUSTER_STATUS).await;
     let body = status.body.clone();
     status.reply(200, serde_json::to_value(cluster(None)).unwrap());
     assert_eq!(condition(&body, "Degraded")["reason"], "InvalidConfig");
-    assert!(condition(&body, "Degraded")["message"]
-        .as_str()
-        .unwrap()
-        .contains("retention"));
+    assert!(condition(&body, "Degraded")["message"].as_str().unwrap().contains("retention"));
     let event = server.expect("POST", EVENTS).await;
     let reply = event.body.clone();
     event.reply(201, reply);
 
-    assert_eq!(
-        task.await.unwrap().unwrap(),
-        kube::runtime::controller::Action::await_change()
-    );
+    assert_eq!(task.await.unwrap().unwrap(), kube::runtime::controller::Action::await_change());
     server.expect_done().await;
 }
 
@@ -342,12 +254,7 @@ async fn gateway_whose_cluster_is_missing_reports_it_and_creates_nothing() {
     let task = tokio::spawn(reconcile_gateway(Arc::new(gateway(None)), ctx));
 
     server.expect("GET", CLUSTER).await.fail(404, "NotFound");
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/waggle.dev/v1alpha1/namespaces/shop/gateways/edge/status",
-        )
-        .await;
+    let status = server.expect("PATCH", "/apis/waggle.dev/v1alpha1/namespaces/shop/gateways/edge/status").await;
     let body = status.body.clone();
     status.reply(200, serde_json::to_value(gateway(None)).unwrap());
     assert_eq!(condition(&body, "Degraded")["reason"], "ClusterNotFound");
@@ -360,10 +267,7 @@ async fn gateway_whose_cluster_is_missing_reports_it_and_creates_nothing() {
     let reply = event.body.clone();
     event.reply(201, reply);
 
-    assert_eq!(
-        task.await.unwrap().unwrap(),
-        kube::runtime::controller::Action::requeue(Duration::from_secs(15))
-    );
+    assert_eq!(task.await.unwrap().unwrap(), kube::runtime::controller::Action::requeue(Duration::from_secs(15)));
     server.expect_done().await;
 }
 
@@ -374,25 +278,18 @@ async fn gateway_recovers_once_its_cluster_exists() {
         "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
     let task = tokio::spawn(reconcile_gateway(Arc::new(gateway(Some(previous))), ctx));
 
-    server
-        .expect("GET", CLUSTER)
-        .await
-        .reply(200, serde_json::to_value(cluster(None)).unwrap());
+    server.expect("GET", CLUSTER).await.reply(200, serde_json::to_value(cluster(None)).unwrap());
     let deployment = server
-        .expect_apply("/apis/apps/v1/namespaces/shop/deployments/edge", Some(json!({"replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "observedGeneration": 1})))
+        .expect_apply(
+            "/apis/apps/v1/namespaces/shop/deployments/edge",
+            Some(json!({"replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "observedGeneration": 1})),
+        )
         .await;
     assert_eq!(deployment["spec"]["replicas"], 2);
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone();
     assert_eq!(args[2], "demo-broker-0.demo-broker.shop.svc:26501,demo-broker-1.demo-broker.shop.svc:26501,demo-broker-2.demo-broker.shop.svc:26501");
-    server
-        .expect_apply("/api/v1/namespaces/shop/services/edge", None)
-        .await;
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/waggle.dev/v1alpha1/namespaces/shop/gateways/edge/status",
-        )
-        .await;
+    server.expect_apply("/api/v1/namespaces/shop/services/edge", None).await;
+    let status = server.expect("PATCH", "/apis/waggle.dev/v1alpha1/namespaces/shop/gateways/edge/status").await;
     let body = status.body.clone();
     status.reply(200, serde_json::to_value(gateway(None)).unwrap());
     assert_eq!(condition(&body, "Degraded")["status"], "False");
@@ -410,19 +307,9 @@ async fn exporter_reports_the_config_map_that_carries_it() {
     let audit: Exporter = serde_json::from_value(exporter("audit", "demo")).unwrap();
     let task = tokio::spawn(reconcile_exporter(Arc::new(audit), ctx));
 
-    let applied = cluster(Some(
-        json!({"exporters": ["audit"], "configHash": "abc123"}),
-    ));
-    server
-        .expect("GET", CLUSTER)
-        .await
-        .reply(200, serde_json::to_value(applied).unwrap());
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/waggle.dev/v1alpha1/namespaces/shop/exporters/audit/status",
-        )
-        .await;
+    let applied = cluster(Some(json!({"exporters": ["audit"], "configHash": "abc123"})));
+    server.expect("GET", CLUSTER).await.reply(200, serde_json::to_value(applied).unwrap());
+    let status = server.expect("PATCH", "/apis/waggle.dev/v1alpha1/namespaces/shop/exporters/audit/status").await;
     let body = status.body.clone();
     status.reply(200, exporter("audit", "demo"));
     assert_eq!(condition(&body, "Ready")["reason"], "Applied");
@@ -444,16 +331,8 @@ async fn exporter_waits_while_its_cluster_has_not_taken_it() {
     let audit: Exporter = serde_json::from_value(exporter("audit", "demo")).unwrap();
     let task = tokio::spawn(reconcile_exporter(Arc::new(audit), ctx));
 
-    server
-        .expect("GET", CLUSTER)
-        .await
-        .reply(200, serde_json::to_value(cluster(None)).unwrap());
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/waggle.dev/v1alpha1/namespaces/shop/exporters/audit/status",
-        )
-        .await;
+    server.expect("GET", CLUSTER).await.reply(200, serde_json::to_value(cluster(None)).unwrap());
+    let status = server.expect("PATCH", "/apis/waggle.dev/v1alpha1/namespaces/shop/exporters/audit/status").await;
     let body = status.body.clone();
     status.reply(200, exporter("audit", "demo"));
     assert_eq!(condition(&body, "Progressing")["reason"], "Pending");

@@ -21,10 +21,7 @@ fn schemas() -> BTreeMap<String, serde_json::Value> {
         .flat_map(|path| documents(path))
         .map(|crd| {
             let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_owned();
-            (
-                kind,
-                crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone(),
-            )
+            (kind, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone())
         })
         .collect()
 }
@@ -38,10 +35,8 @@ fn problems(
     let kind = object["kind"].as_str().unwrap();
     let schema = &schemas[kind];
     let validator = jsonschema::validator_for(schema).unwrap();
-    let mut found: Vec<String> = validator
-        .iter_errors(object)
-        .map(|e| format!("{}: {}", e.instance_path(), e))
-        .collect();
+    let mut found: Vec<String> =
+        validator.iter_errors(object).map(|e| format!("{}: {}", e.instance_path(), e)).collect();
     if found.is_empty() {
         if let Err(errors) = kube_cel::Validator::new().validate(schema, object, old) {
             found.push(errors.to_string());
@@ -57,30 +52,15 @@ fn check_valid(path: &Path, schemas: &BTreeMap<String, serde_json::Value>) {
         [old, new] if old["metadata"]["name"] == new["metadata"]["name"] => (Some(old), new),
         many => {
             for doc in many {
-                assert_eq!(
-                    problems(schemas, doc, None),
-                    Vec::<String>::new(),
-                    "{}",
-                    path.display()
-                );
+                assert_eq!(problems(schemas, doc, None), Vec::<String>::new(), "{}", path.display());
             }
             return;
         }
     };
     if let Some(old) = old {
-        assert_eq!(
-            problems(schemas, old, None),
-            Vec::<String>::new(),
-            "{} (stored object)",
-            path.display()
-        );
+        assert_eq!(problems(schemas, old, None), Vec::<String>::new(), "{} (stored object)", path.display());
     }
-    assert_eq!(
-        problems(schemas, new, old),
-        Vec::<String>::new(),
-        "{}",
-        path.display()
-    );
+    assert_eq!(problems(schemas, new, old), Vec::<String>::new(), "{}", path.display());
 }
 
 #[test]
@@ -124,11 +104,7 @@ fn bad_examples_are_rejected_with_a_message_naming_the_problem() {
         };
         let found = problems(&schemas, new, old);
         assert!(!found.is_empty(), "{} was accepted", file.display());
-        assert!(
-            found.iter().any(|p| p.contains(expect)),
-            "{}: expected {expect:?} in {found:?}",
-            file.display()
-        );
+        assert!(found.iter().any(|p| p.contains(expect)), "{}: expected {expect:?} in {found:?}", file.display());
     }
 }
 
@@ -147,21 +123,12 @@ fn cel_rules_are_in_the_schemas_and_compile() {
         "quantity(self).compareTo(quantity(oldSelf)) >= 0",
         "isQuantity(self)",
     ] {
-        assert!(
-            cluster.iter().any(|r| r == expected),
-            "missing CEL rule {expected:?} in {cluster:?}"
-        );
+        assert!(cluster.iter().any(|r| r == expected), "missing CEL rule {expected:?} in {cluster:?}");
     }
-    assert!(cluster
-        .iter()
-        .any(|r| r.contains("self.storageClassName == oldSelf.storageClassName")));
+    assert!(cluster.iter().any(|r| r.contains("self.storageClassName == oldSelf.storageClassName")));
     for (kind, schema) in &schemas {
         let compiled = kube_cel::compile_schema(schema);
-        assert!(
-            !compiled.has_errors(),
-            "{kind}: {:?}",
-            compiled.compilation_errors()
-        );
+        assert!(!compiled.has_errors(), "{kind}: {:?}", compiled.compilation_errors());
     }
 }
 
@@ -169,11 +136,7 @@ fn collect_rules(schema: &serde_json::Value, out: &mut Vec<String>) {
     match schema {
         serde_json::Value::Object(map) => {
             if let Some(serde_json::Value::Array(rules)) = map.get("x-kubernetes-validations") {
-                out.extend(
-                    rules
-                        .iter()
-                        .filter_map(|r| r["rule"].as_str().map(str::to_owned)),
-                );
+                out.extend(rules.iter().filter_map(|r| r["rule"].as_str().map(str::to_owned)));
             }
             map.values().for_each(|v| collect_rules(v, out));
         }
@@ -187,69 +150,31 @@ fn crds_have_printer_columns_short_names_category_and_subresources() {
     let crds: BTreeMap<String, serde_json::Value> = yaml_files(&workspace_dir().join("crds"))
         .iter()
         .flat_map(|p| documents(p))
-        .map(|crd| {
-            (
-                crd["spec"]["names"]["kind"].as_str().unwrap().to_owned(),
-                crd,
-            )
-        })
+        .map(|crd| (crd["spec"]["names"]["kind"].as_str().unwrap().to_owned(), crd))
         .collect();
-    assert_eq!(
-        crds.keys().collect::<Vec<_>>(),
-        ["Cluster", "Exporter", "Gateway"]
-    );
+    assert_eq!(crds.keys().collect::<Vec<_>>(), ["Cluster", "Exporter", "Gateway"]);
     for (kind, crd) in &crds {
         assert_eq!(crd["spec"]["group"], "waggle.dev");
         let version = &crd["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha1");
-        assert_eq!(
-            crd["spec"]["names"]["categories"],
-            serde_json::json!(["waggle"]),
-            "{kind}"
-        );
-        assert_eq!(
-            crd["spec"]["names"]["shortNames"].as_array().map(Vec::len),
-            Some(1),
-            "{kind}"
-        );
-        assert!(
-            version["subresources"]["status"].is_object(),
-            "{kind} needs the status subresource"
-        );
+        assert_eq!(crd["spec"]["names"]["categories"], serde_json::json!(["waggle"]), "{kind}");
+        assert_eq!(crd["spec"]["names"]["shortNames"].as_array().map(Vec::len), Some(1), "{kind}");
+        assert!(version["subresources"]["status"].is_object(), "{kind} needs the status subresource");
         let columns: Vec<&str> = version["additionalPrinterColumns"]
             .as_array()
             .unwrap()
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert!(
-            columns.contains(&"Ready") && columns.contains(&"Age"),
-            "{kind}: {columns:?}"
-        );
+        assert!(columns.contains(&"Ready") && columns.contains(&"Age"), "{kind}: {columns:?}");
     }
     let cluster = &crds["Cluster"]["spec"]["versions"][0];
-    let columns: Vec<&str> = cluster["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let columns: Vec<&str> =
+        cluster["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     for column in ["Ready", "Brokers", "Partitions", "Version", "Age"] {
-        assert!(
-            columns.contains(&column),
-            "Cluster lacks printer column {column}"
-        );
+        assert!(columns.contains(&column), "Cluster lacks printer column {column}");
     }
-    assert_eq!(
-        cluster["subresources"]["scale"]["specReplicasPath"],
-        ".spec.brokers"
-    );
-    assert_eq!(
-        cluster["subresources"]["scale"]["statusReplicasPath"],
-        ".status.brokers"
-    );
-    assert_eq!(
-        cluster["subresources"]["scale"]["labelSelectorPath"],
-        ".status.selector"
-    );
+    assert_eq!(cluster["subresources"]["scale"]["specReplicasPath"], ".spec.brokers");
+    assert_eq!(cluster["subresources"]["scale"]["statusReplicasPath"], ".status.brokers");
+    assert_eq!(cluster["subresources"]["scale"]["labelSelectorPath"], ".status.selector");
 }

@@ -14,54 +14,19 @@ pub const DEFAULT_TENANT: &str = "<default>";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientCommand {
-    Deploy {
-        resources: Vec<DeploymentResource>,
-        tenant_id: String,
-    },
+    Deploy { resources: Vec<DeploymentResource>, tenant_id: String },
     CreateProcessInstance(CreateProcessInstance),
-    CancelProcessInstance {
-        process_instance_key: i64,
-    },
+    CancelProcessInstance { process_instance_key: i64 },
     ActivateJobs(ActivateJobs),
-    CompleteJob {
-        job_key: i64,
-        variables: String,
-    },
-    FailJob {
-        job_key: i64,
-        retries: i32,
-        error_message: String,
-        retry_backoff: i64,
-        variables: String,
-    },
-    ThrowError {
-        job_key: i64,
-        error_code: String,
-        error_message: String,
-        variables: String,
-    },
-    UpdateJobRetries {
-        job_key: i64,
-        retries: i32,
-    },
-    UpdateJobTimeout {
-        job_key: i64,
-        timeout: i64,
-    },
+    CompleteJob { job_key: i64, variables: String },
+    FailJob { job_key: i64, retries: i32, error_message: String, retry_backoff: i64, variables: String },
+    ThrowError { job_key: i64, error_code: String, error_message: String, variables: String },
+    UpdateJobRetries { job_key: i64, retries: i32 },
+    UpdateJobTimeout { job_key: i64, timeout: i64 },
     PublishMessage(PublishMessage),
-    BroadcastSignal {
-        signal_name: String,
-        variables: String,
-        tenant_id: String,
-    },
-    SetVariables {
-        element_instance_key: i64,
-        variables: String,
-        local: bool,
-    },
-    ResolveIncident {
-        incident_key: i64,
-    },
+    BroadcastSignal { signal_name: String, variables: String, tenant_id: String },
+    SetVariables { element_instance_key: i64, variables: String, local: bool },
+    ResolveIncident { incident_key: i64 },
 }
 
 impl ClientCommand {
@@ -69,9 +34,7 @@ impl ClientCommand {
     pub fn name(&self) -> &'static str {
         match self {
             ClientCommand::Deploy { .. } => "Deploy",
-            ClientCommand::CreateProcessInstance(c) if c.await_result.is_some() => {
-                "CreateProcessInstanceWithResult"
-            }
+            ClientCommand::CreateProcessInstance(c) if c.await_result.is_some() => "CreateProcessInstanceWithResult",
             ClientCommand::CreateProcessInstance(_) => "CreateProcessInstance",
             ClientCommand::CancelProcessInstance { .. } => "CancelProcessInstance",
             ClientCommand::ActivateJobs(_) => "ActivateJobs",
@@ -185,10 +148,7 @@ pub struct ActivatedJob {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum BrokerError {
     #[error("partition {partition_id} is not led by this broker")]
-    NotLeader {
-        partition_id: u32,
-        leader: Option<u64>,
-    },
+    NotLeader { partition_id: u32, leader: Option<u64> },
     #[error("partition {partition_id} does not exist on this broker")]
     PartitionNotFound { partition_id: u32 },
     #[error("partition {partition_id} is busy: too many commands are waiting; retry later")]

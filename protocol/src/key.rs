@@ -27,9 +27,7 @@ pub fn partition_of(key: i64) -> Option<u32> {
 /// The partition that owns messages with this correlation key: the same hash Zeebe uses (31-based over
 /// the key's bytes, as signed bytes), so that every gateway and partition agrees without coordination.
 pub fn message_partition(correlation_key: &str, partition_count: u32) -> u32 {
-    let hash = correlation_key.as_bytes().iter().fold(0i32, |h, &b| {
-        h.wrapping_mul(31).wrapping_add(b as i8 as i32)
-    });
+    let hash = correlation_key.as_bytes().iter().fold(0i32, |h, &b| h.wrapping_mul(31).wrapping_add(b as i8 as i32));
     (hash % partition_count as i32).unsigned_abs() + 1
 }
 
@@ -46,13 +44,7 @@ mod tests {
     #[test]
     fn message_partition_is_stable_and_in_range() {
         assert_eq!(message_partition("order-42", 1), 1);
-        for key in [
-            "",
-            "a",
-            "order-42",
-            "ünïcode",
-            "a-much-longer-correlation-key-value",
-        ] {
+        for key in ["", "a", "order-42", "ünïcode", "a-much-longer-correlation-key-value"] {
             let p = message_partition(key, 3);
             assert!((1..=3).contains(&p));
             assert_eq!(p, message_partition(key, 3));

@@ -21,8 +21,7 @@ pub mod broker_rpc {
 
 /// Encoded `FileDescriptorSet` of both protos, for gRPC server reflection and for tests that
 /// inspect the contract the crate was actually built from.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/waggle_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/waggle_descriptor.bin"));
 
 pub mod command;
 pub mod key;

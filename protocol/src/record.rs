@@ -23,10 +23,7 @@ pub struct RecordBatch {
 
 impl RecordBatch {
     pub fn new(records: Vec<Record>) -> Self {
-        Self {
-            version: RECORD_FORMAT_VERSION,
-            records,
-        }
+        Self { version: RECORD_FORMAT_VERSION, records }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -34,8 +31,7 @@ impl RecordBatch {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let batch: RecordBatch =
-            postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
+        let batch: RecordBatch = postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
         if batch.version > RECORD_FORMAT_VERSION {
             return Err(DecodeError(format!(
                 "record batch version {} is newer than this broker understands ({RECORD_FORMAT_VERSION})",
@@ -587,16 +583,10 @@ mod tests {
 
     #[test]
     fn intent_codes_are_zeebes() {
-        assert_eq!(
-            Intent::ProcessInstance(ProcessInstanceIntent::ElementActivated).code(),
-            3
-        );
+        assert_eq!(Intent::ProcessInstance(ProcessInstanceIntent::ElementActivated).code(), 3);
         assert_eq!(Intent::Job(JobIntent::TimeoutUpdated).code(), 18);
         assert_eq!(Intent::Message(MessageIntent::Expired).code(), 3);
-        assert_eq!(
-            Intent::Incident(IncidentIntent::Resolved).value_type() as u8,
-            6
-        );
+        assert_eq!(Intent::Incident(IncidentIntent::Resolved).value_type() as u8, 6);
         assert_eq!(ValueType::ProcessInstanceCreation as u8, 19);
     }
 
@@ -610,16 +600,10 @@ mod tests {
             record_type: RecordType::Event,
             intent: Intent::Job(JobIntent::Created),
             rejection: None,
-            value: RecordValue::Job(JobRecord {
-                job_type: "pay".into(),
-                ..Default::default()
-            }),
+            value: RecordValue::Job(JobRecord { job_type: "pay".into(), ..Default::default() }),
         }]);
         assert_eq!(RecordBatch::decode(&batch.encode()).unwrap(), batch);
-        let future = RecordBatch {
-            version: RECORD_FORMAT_VERSION + 1,
-            records: vec![],
-        };
+        let future = RecordBatch { version: RECORD_FORMAT_VERSION + 1, records: vec![] };
         assert!(RecordBatch::decode(&future.encode()).is_err());
     }
 }

@@ -39,9 +39,7 @@ fn workspace_root() -> PathBuf {
 
 /// Reads a client's proto from tests/clients/node_modules, failing loudly when it isn't installed.
 fn client_proto(relative: &str) -> String {
-    let path = workspace_root()
-        .join("tests/clients/node_modules")
-        .join(relative);
+    let path = workspace_root().join("tests/clients/node_modules").join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|err| {
         panic!(
             "cannot read the client proto {}: {err}\n\
@@ -69,13 +67,9 @@ impl FileResolver for InMemory {
 
 /// Parses and links one proto source, so that type references come out fully qualified.
 fn compile(name: &str, source: &str) -> FileDescriptorProto {
-    let mut compiler = protox::Compiler::with_file_resolver(InMemory {
-        name: name.to_owned(),
-        source: source.to_owned(),
-    });
-    compiler
-        .open_file(name)
-        .unwrap_or_else(|err| panic!("{name} does not compile: {err:?}"));
+    let mut compiler =
+        protox::Compiler::with_file_resolver(InMemory { name: name.to_owned(), source: source.to_owned() });
+    compiler.open_file(name).unwrap_or_else(|err| panic!("{name} does not compile: {err:?}"));
     compiler
         .file_descriptor_set()
         .file
@@ -139,10 +133,7 @@ fn contract(file: &FileDescriptorProto) -> Contract {
 fn add_message(contract: &mut Contract, scope: &str, message: &DescriptorProto) {
     let name = format!("{scope}{}", message.name());
     let deprecated = message.options.as_ref().is_some_and(|o| o.deprecated());
-    contract.insert(
-        format!("message {name}"),
-        if deprecated { "[deprecated]" } else { "" }.to_owned(),
-    );
+    contract.insert(format!("message {name}"), if deprecated { "[deprecated]" } else { "" }.to_owned());
     for oneof in &message.oneof_decl {
         // proto3 `optional` fields get a synthetic oneof; the field's label already says it.
         if !oneof.name().starts_with('_') {
@@ -158,13 +149,7 @@ fn add_message(contract: &mut Contract, scope: &str, message: &DescriptorProto) 
         }
         match field.r#type() {
             Type::Message | Type::Enum => shape.push_str(short_type_name(field.type_name())),
-            scalar => shape.push_str(
-                scalar
-                    .as_str_name()
-                    .trim_start_matches("TYPE_")
-                    .to_lowercase()
-                    .as_str(),
-            ),
+            scalar => shape.push_str(scalar.as_str_name().trim_start_matches("TYPE_").to_lowercase().as_str()),
         }
         if let Some(oneof) = field
             .oneof_index
@@ -188,10 +173,7 @@ fn add_enum(contract: &mut Contract, scope: &str, enumeration: &EnumDescriptorPr
     let name = format!("{scope}{}", enumeration.name());
     contract.insert(format!("enum {name}"), String::new());
     for value in &enumeration.value {
-        contract.insert(
-            format!("enum value {name}.{}", value.name()),
-            format!("= {}", value.number()),
-        );
+        contract.insert(format!("enum value {name}.{}", value.name()), format!("= {}", value.number()));
     }
 }
 
@@ -201,9 +183,9 @@ fn differences(theirs: &Contract, ours: &Contract, rule: Rule) -> Vec<String> {
     for (path, expected) in theirs {
         match ours.get(path) {
             None => found.push(format!("missing: {path} {expected}")),
-            Some(actual) if actual != expected => found.push(format!(
-                "different: {path}: theirs `{expected}`, ours `{actual}`"
-            )),
+            Some(actual) if actual != expected => {
+                found.push(format!("different: {path}: theirs `{expected}`, ours `{actual}`"))
+            }
             Some(_) => {}
         }
     }
@@ -232,12 +214,7 @@ fn gateway_proto_matches_the_camunda8_sdk_proto() {
     let sdk = client_proto("@camunda8/sdk/dist/proto/zeebe.proto");
     let theirs = contract(&compile("zeebe.proto", &sdk));
     let ours = contract(&built_gateway_descriptor());
-    assert_compatible(
-        "@camunda8/sdk's zeebe.proto",
-        &theirs,
-        &ours,
-        Rule::Identical,
-    );
+    assert_compatible("@camunda8/sdk's zeebe.proto", &theirs, &ours, Rule::Identical);
 }
 
 #[test]
@@ -252,12 +229,7 @@ fn gateway_proto_serves_everything_zeebe_node_uses() {
 fn built_descriptor_is_the_gateway_proto_source() {
     let from_source = contract(&compile("gateway.proto", &our_gateway_source()));
     let built = contract(&built_gateway_descriptor());
-    assert_compatible(
-        "its own compiled descriptor",
-        &from_source,
-        &built,
-        Rule::Identical,
-    );
+    assert_compatible("its own compiled descriptor", &from_source, &built, Rule::Identical);
 }
 
 /// The check itself must catch drift, or the tests above could pass without checking anything.
@@ -265,46 +237,41 @@ fn built_descriptor_is_the_gateway_proto_source() {
 fn compatibility_check_reports_every_kind_of_drift() {
     let original = our_gateway_source();
     let baseline = contract(&compile("gateway.proto", &original));
-    let declared = |keyword: &str| {
-        original
-            .lines()
-            .filter(|line| line.trim_start().starts_with(keyword))
-            .count()
-    };
-    let entries = |kind: &str| {
-        baseline
-            .keys()
-            .filter(|path| path.starts_with(kind))
-            .count()
-    };
-    assert_eq!(
-        entries("rpc "),
-        declared("rpc "),
-        "every rpc is in the contract"
-    );
-    assert_eq!(
-        entries("message "),
-        declared("message "),
-        "every message is in the contract"
-    );
+    let declared = |keyword: &str| original.lines().filter(|line| line.trim_start().starts_with(keyword)).count();
+    let entries = |kind: &str| baseline.keys().filter(|path| path.starts_with(kind)).count();
+    assert_eq!(entries("rpc "), declared("rpc "), "every rpc is in the contract");
+    assert_eq!(entries("message "), declared("message "), "every message is in the contract");
     assert!(differences(&baseline, &baseline, Rule::Identical).is_empty());
 
     let drifts = [
-        ("int32 maxJobsToActivate = 4;", "int32 maxJobsToActivate = 40;", "field ActivateJobsRequest.maxJobsToActivate"),
+        (
+            "int32 maxJobsToActivate = 4;",
+            "int32 maxJobsToActivate = 40;",
+            "field ActivateJobsRequest.maxJobsToActivate",
+        ),
         ("int64 deadline = 12;", "int32 deadline = 12;", "field ActivatedJob.deadline"),
         ("repeated string tenantIds = 7;", "string tenantIds = 7;", "field ActivateJobsRequest.tenantIds"),
-        ("optional uint64 operationReference = 2;\n}\n\nmessage CancelProcessInstanceResponse", "uint64 operationReference = 2;\n}\n\nmessage CancelProcessInstanceResponse", "field CancelProcessInstanceRequest.operationReference"),
+        (
+            "optional uint64 operationReference = 2;\n}\n\nmessage CancelProcessInstanceResponse",
+            "uint64 operationReference = 2;\n}\n\nmessage CancelProcessInstanceResponse",
+            "field CancelProcessInstanceRequest.operationReference",
+        ),
         ("    FormMetadata form = 4;\n  }", "  }\n  FormMetadata form = 4;", "field Deployment.form"),
         ("    DEAD = 2;", "    DEAD = 3;", "enum value Partition.PartitionBrokerHealth.DEAD"),
         ("returns (stream ActivatedJob)", "returns (ActivatedJob)", "rpc Gateway.StreamActivatedJobs"),
-        ("  rpc BroadcastSignal (BroadcastSignalRequest) returns (BroadcastSignalResponse) {\n  }\n", "", "rpc Gateway.BroadcastSignal"),
-        ("string scopeId = 2;", "string scope_id = 2;", "field ModifyProcessInstanceRequest.VariableInstruction.scopeId"),
+        (
+            "  rpc BroadcastSignal (BroadcastSignalRequest) returns (BroadcastSignalResponse) {\n  }\n",
+            "",
+            "rpc Gateway.BroadcastSignal",
+        ),
+        (
+            "string scopeId = 2;",
+            "string scope_id = 2;",
+            "field ModifyProcessInstanceRequest.VariableInstruction.scopeId",
+        ),
     ];
     for (from, to, path) in drifts {
-        assert!(
-            original.contains(from),
-            "the drift source `{from}` is not in gateway.proto"
-        );
+        assert!(original.contains(from), "the drift source `{from}` is not in gateway.proto");
         let drifted = contract(&compile("gateway.proto", &original.replacen(from, to, 1)));
         for rule in [Rule::Identical, Rule::Covers] {
             let found = differences(&baseline, &drifted, rule);
@@ -315,11 +282,7 @@ fn compatibility_check_reports_every_kind_of_drift() {
         }
     }
 
-    let added = original.replacen(
-        "  string tenantId = 2;\n}",
-        "  string tenantId = 2;\n  bool extra = 99;\n}",
-        1,
-    );
+    let added = original.replacen("  string tenantId = 2;\n}", "  string tenantId = 2;\n  bool extra = 99;\n}", 1);
     let widened = contract(&compile("gateway.proto", &added));
     assert!(differences(&baseline, &widened, Rule::Covers).is_empty());
     assert!(differences(&baseline, &widened, Rule::Identical)

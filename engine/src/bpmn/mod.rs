@@ -45,12 +45,7 @@ pub fn parse_processes(resource_name: &str, xml: &[u8]) -> Result<Vec<ProcessMod
 pub enum BpmnError {
     /// The resource is not well-formed XML (or not UTF-8), so nothing in it could be checked.
     #[error("'{resource}': malformed XML at line {line}, column {column}: {message}")]
-    MalformedXml {
-        resource: String,
-        line: u32,
-        column: u32,
-        message: String,
-    },
+    MalformedXml { resource: String, line: u32, column: u32, message: String },
     /// The XML is well-formed but describes no process this engine can execute.
     #[error("{}", ProblemLines { resource, problems })]
     Invalid { resource: String, problems: Vec<Problem> },

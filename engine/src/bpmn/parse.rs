@@ -94,34 +94,19 @@ const ACTIVITIES: &[&str] = &[
 
 pub(super) fn parse_resource(resource: &str, xml: &[u8]) -> Result<Vec<ProcessModel>, BpmnError> {
     let text = decode(resource, xml)?;
-    let options = ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_XML_NODES,
-        ..ParsingOptions::default()
-    };
+    let options = ParsingOptions { allow_dtd: false, nodes_limit: MAX_XML_NODES, ..ParsingOptions::default() };
     let doc = Document::parse_with_options(text, options).map_err(|err| {
         let pos = err.pos();
         let message = err.to_string();
-        let message = message
-            .strip_suffix(&format!(" at {pos}"))
-            .unwrap_or(&message)
-            .to_string();
-        BpmnError::MalformedXml {
-            resource: resource.to_string(),
-            line: pos.row,
-            column: pos.col,
-            message,
-        }
+        let message = message.strip_suffix(&format!(" at {pos}")).unwrap_or(&message).to_string();
+        BpmnError::MalformedXml { resource: resource.to_string(), line: pos.row, column: pos.col, message }
     })?;
     let mut problems = Vec::new();
     let processes = read_definitions(doc.root_element(), &mut problems);
     if problems.is_empty() {
         Ok(processes)
     } else {
-        Err(BpmnError::Invalid {
-            resource: resource.to_string(),
-            problems,
-        })
+        Err(BpmnError::Invalid { resource: resource.to_string(), problems })
     }
 }
 
@@ -152,10 +137,7 @@ fn read_definitions(root: XmlNode<'_>, problems: &mut Vec<Problem>) -> Vec<Proce
         });
         return Vec::new();
     }
-    let mut defs = Definitions {
-        messages: HashMap::new(),
-        errors: HashMap::new(),
-    };
+    let mut defs = Definitions { messages: HashMap::new(), errors: HashMap::new() };
     for child in bpmn_children(root) {
         let registry = match child.tag_name().name() {
             "message" => &mut defs.messages,
@@ -167,14 +149,9 @@ fn read_definitions(root: XmlNode<'_>, problems: &mut Vec<Problem>) -> Vec<Proce
         }
     }
 
-    let processes: Vec<_> = bpmn_children(root)
-        .filter(|c| c.tag_name().name() == "process")
-        .collect();
-    let executable: Vec<_> = processes
-        .iter()
-        .copied()
-        .filter(|p| p.attribute("isExecutable") == Some("true"))
-        .collect();
+    let processes: Vec<_> = bpmn_children(root).filter(|c| c.tag_name().name() == "process").collect();
+    let executable: Vec<_> =
+        processes.iter().copied().filter(|p| p.attribute("isExecutable") == Some("true")).collect();
     if executable.is_empty() {
         let message = if processes.is_empty() {
             "contains no bpmn:process".to_string()
@@ -185,10 +162,7 @@ fn read_definitions(root: XmlNode<'_>, problems: &mut Vec<Problem>) -> Vec<Proce
                 processes.len()
             )
         };
-        problems.push(Problem {
-            element_id: None,
-            message,
-        });
+        problems.push(Problem { element_id: None, message });
         return Vec::new();
     }
 
@@ -257,10 +231,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
         let process_id = match process.attribute("id").map(str::trim).filter(|id| !id.is_empty()) {
             Some(id) => id,
             None => {
-                self.report(
-                    process,
-                    ": has no id; an executable process needs one (it becomes its bpmnProcessId)",
-                );
+                self.report(process, ": has no id; an executable process needs one (it becomes its bpmnProcessId)");
                 ""
             }
         };
@@ -271,12 +242,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
 
         let flows = self.resolve_flows();
         let mut kinds: Vec<Option<ElementKind>> = (0..self.nodes.len()).map(|idx| self.kind(idx, &flows)).collect();
-        let mappings: Vec<_> = self
-            .nodes
-            .clone()
-            .into_iter()
-            .map(|(node, _)| self.io_mappings(node))
-            .collect();
+        let mappings: Vec<_> = self.nodes.clone().into_iter().map(|(node, _)| self.io_mappings(node)).collect();
         self.check_scopes(&mut kinds, &flows);
         self.check_exclusive_gateways(&kinds, &flows);
         self.check_boundary_events(&kinds);
@@ -286,12 +252,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
 
         let kinds: Vec<ElementKind> = kinds.into_iter().collect::<Option<_>>()?;
         let mappings: Vec<(Vec<Mapping>, Vec<Mapping>)> = mappings.into_iter().collect::<Option<_>>()?;
-        let Flows {
-            flows,
-            mut incoming,
-            mut outgoing,
-            ..
-        } = flows;
+        let Flows { flows, mut incoming, mut outgoing, .. } = flows;
         let mut elements: Vec<Element> = self
             .nodes
             .iter()
@@ -365,10 +326,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
                 None
             }
             Some(id) if !self.ids.insert(id) => {
-                self.report(
-                    node,
-                    ": its id is used by another element of the process; ids must be unique",
-                );
+                self.report(node, ": its id is used by another element of the process; ids must be unique");
                 None
             }
             Some(id) => Some(id),
@@ -391,12 +349,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
             let resolved = match (source, target, condition) {
                 (Some(source), Some(target), Some(condition)) => {
                     let idx = flows.flows.len();
-                    flows.flows.push(SequenceFlow {
-                        id: id.to_string(),
-                        source,
-                        target,
-                        condition,
-                    });
+                    flows.flows.push(SequenceFlow { id: id.to_string(), source, target, condition });
                     flows.nodes.push(node);
                     flows.outgoing[source].push(idx);
                     flows.incoming[target].push(idx);
@@ -487,10 +440,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
                 }
                 Some(def) => self.unsupported(node, Some(def.tag_name().name())),
                 None => {
-                    self.report(
-                        node,
-                        ": an intermediate catch event needs an event definition (a message)",
-                    );
+                    self.report(node, ": an intermediate catch event needs an event definition (a message)");
                     None
                 }
             },
@@ -521,14 +471,8 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
                 Some(_) => self.unsupported(node, Some("zeebe:userTask (a Camunda user task)")),
                 None => self.job_task(node, TaskKind::User, Some(USER_TASK_JOB_TYPE)),
             },
-            "manualTask" => Some(ElementKind::Task {
-                kind: TaskKind::Manual,
-                behavior: TaskBehavior::PassThrough,
-            }),
-            "task" => Some(ElementKind::Task {
-                kind: TaskKind::Undefined,
-                behavior: TaskBehavior::PassThrough,
-            }),
+            "manualTask" => Some(ElementKind::Task { kind: TaskKind::Manual, behavior: TaskBehavior::PassThrough }),
+            "task" => Some(ElementKind::Task { kind: TaskKind::Undefined, behavior: TaskBehavior::PassThrough }),
             "receiveTask" => {
                 let message = self.message(node, node, true)?;
                 Some(ElementKind::ReceiveTask { message })
@@ -594,9 +538,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
                         self.report(node, ": an error end event must reference a bpmn:error (errorRef)");
                         return None;
                     };
-                    EndKind::Error {
-                        error_code: self.error_code(node, error_ref)?,
-                    }
+                    EndKind::Error { error_code: self.error_code(node, error_ref)? }
                 }
                 other => return self.unsupported(node, Some(other)),
             },
@@ -626,19 +568,12 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
             return None;
         }
         let attached_to = self.attached_activity(node, scope)?;
-        Some(ElementKind::BoundaryEvent {
-            attached_to,
-            error_code,
-            interrupting,
-        })
+        Some(ElementKind::BoundaryEvent { attached_to, error_code, interrupting })
     }
 
     fn attached_activity(&mut self, node: XmlNode<'a>, scope: Option<ElementIdx>) -> Option<ElementIdx> {
         let Some(reference) = node.attribute("attachedToRef") else {
-            self.report(
-                node,
-                ": a boundary event must be attached to an activity (attachedToRef)",
-            );
+            self.report(node, ": a boundary event must be attached to an activity (attachedToRef)");
             return None;
         };
         if self.unsupported.contains(reference) {
@@ -651,17 +586,11 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
         let (activity_node, activity_scope) = self.nodes[activity];
         let activity_tag = activity_node.tag_name().name();
         if !ACTIVITIES.contains(&activity_tag) {
-            self.report(
-                node,
-                format!(": is attached to '{reference}', a {activity_tag}, which is not an activity"),
-            );
+            self.report(node, format!(": is attached to '{reference}', a {activity_tag}, which is not an activity"));
             return None;
         }
         if activity_scope != scope {
-            self.report(
-                node,
-                format!(": must be in the same scope as the activity '{reference}' it is attached to"),
-            );
+            self.report(node, format!(": must be in the same scope as the activity '{reference}' it is attached to"));
             return None;
         }
         Some(activity)
@@ -673,11 +602,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
             self.report(node, format!(": references error '{error_ref}', which does not exist"));
             return None;
         };
-        match error
-            .attribute("errorCode")
-            .map(str::trim)
-            .filter(|code| !code.is_empty())
-        {
+        match error.attribute("errorCode").map(str::trim).filter(|code| !code.is_empty()) {
             Some(code) => Some(code.to_string()),
             None => {
                 self.report(node, format!(": error '{error_ref}' has no errorCode"));
@@ -693,10 +618,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
             return None;
         };
         let Some(message) = self.defs.messages.get(message_ref).copied() else {
-            self.report(
-                node,
-                format!(": references message '{message_ref}', which does not exist"),
-            );
+            self.report(node, format!(": references message '{message_ref}', which does not exist"));
             return None;
         };
         let name = match message.attribute("name").filter(|name| !name.trim().is_empty()) {
@@ -736,27 +658,18 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
         } else {
             None
         };
-        Some(MessageDefinition {
-            name: name?,
-            correlation_key,
-        })
+        Some(MessageDefinition { name: name?, correlation_key })
     }
 
     fn job_task(&mut self, node: XmlNode<'a>, kind: TaskKind, default_type: Option<&str>) -> Option<ElementKind> {
         let definition = zeebe_extension(node, "taskDefinition");
-        let job_type = definition
-            .and_then(|d| d.attribute("type"))
-            .filter(|t| !t.trim().is_empty())
-            .or(default_type);
+        let job_type = definition.and_then(|d| d.attribute("type")).filter(|t| !t.trim().is_empty()).or(default_type);
         let Some(job_type) = job_type else {
             self.report(node, ": must have a job type (zeebe:taskDefinition type)");
             return None;
         };
         let job_type = self.value_expr(node, "job type", job_type);
-        let retries = definition
-            .and_then(|d| d.attribute("retries"))
-            .unwrap_or(DEFAULT_RETRIES)
-            .trim();
+        let retries = definition.and_then(|d| d.attribute("retries")).unwrap_or(DEFAULT_RETRIES).trim();
         let retries = if retries.starts_with('=') {
             self.value_expr(node, "retries", retries)
         } else if retries.parse::<u32>().is_ok() {
@@ -771,11 +684,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
         let headers = self.task_headers(node);
         Some(ElementKind::Task {
             kind,
-            behavior: TaskBehavior::Job(JobDefinition {
-                job_type: job_type?,
-                retries: retries?,
-                headers: headers?,
-            }),
+            behavior: TaskBehavior::Job(JobDefinition { job_type: job_type?, retries: retries?, headers: headers? }),
         })
     }
 
@@ -787,10 +696,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
         let mut valid = true;
         for header in zeebe_children(headers).filter(|c| c.tag_name().name() == "header") {
             match header.attribute("key").filter(|key| !key.trim().is_empty()) {
-                Some(key) => result.push((
-                    key.to_string(),
-                    header.attribute("value").unwrap_or_default().to_string(),
-                )),
+                Some(key) => result.push((key.to_string(), header.attribute("value").unwrap_or_default().to_string())),
                 None => {
                     self.report(node, ": has a task header (zeebe:header) without a key");
                     valid = false;
@@ -817,19 +723,13 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
                 }
             },
         };
-        let result_variable = script
-            .attribute("resultVariable")
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
+        let result_variable = script.attribute("resultVariable").map(str::trim).filter(|v| !v.is_empty());
         if result_variable.is_none() {
             self.report(node, ": its zeebe:script has no resultVariable to store the result in");
         }
         Some(ElementKind::Task {
             kind: TaskKind::Script,
-            behavior: TaskBehavior::Script {
-                expression: expression?,
-                result_variable: result_variable?.to_string(),
-            },
+            behavior: TaskBehavior::Script { expression: expression?, result_variable: result_variable?.to_string() },
         })
     }
 
@@ -844,15 +744,10 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
             }
             Some(None) => None,
             Some(&Some(flow)) if flows.flows[flow].source != idx => {
-                self.report(
-                    node,
-                    format!(": its default flow '{default}' is not one of its outgoing sequence flows"),
-                );
+                self.report(node, format!(": its default flow '{default}' is not one of its outgoing sequence flows"));
                 None
             }
-            Some(&Some(flow)) => Some(ElementKind::ExclusiveGateway {
-                default_flow: Some(flow),
-            }),
+            Some(&Some(flow)) => Some(ElementKind::ExclusiveGateway { default_flow: Some(flow) }),
         }
     }
 
@@ -900,46 +795,23 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
             Some(src) => self.feel(node, &format!("{direction} mapping source"), raw, src)?,
             // Zeebe reads a source without '=' as a static string and an absent one as null.
             None if raw.is_empty() => self.feel(node, &format!("{direction} mapping source"), raw, "null")?,
-            None => self.feel(
-                node,
-                &format!("{direction} mapping source"),
-                raw,
-                &feel_string_literal(raw),
-            )?,
+            None => self.feel(node, &format!("{direction} mapping source"), raw, &feel_string_literal(raw))?,
         };
-        Some(Mapping {
-            source,
-            target: target.to_string(),
-        })
+        Some(Mapping { source, target: target.to_string() })
     }
 
     /// Pass 4: start events per scope, and flows that start events and boundary events must not have.
     fn check_scopes(&mut self, kinds: &mut [Option<ElementKind>], flows: &Flows<'a>) {
         for scope in 0..self.nodes.len() {
-            if !matches!(
-                kinds[scope],
-                Some(ElementKind::Process { .. } | ElementKind::SubProcess { .. })
-            ) {
+            if !matches!(kinds[scope], Some(ElementKind::Process { .. } | ElementKind::SubProcess { .. })) {
                 continue;
             }
-            let children: Vec<ElementIdx> = (0..self.nodes.len())
-                .filter(|&c| self.nodes[c].1 == Some(scope))
-                .collect();
-            let start_events = children
-                .iter()
-                .filter(|&&c| self.nodes[c].0.tag_name().name() == "startEvent")
-                .count();
+            let children: Vec<ElementIdx> = (0..self.nodes.len()).filter(|&c| self.nodes[c].1 == Some(scope)).collect();
+            let start_events = children.iter().filter(|&&c| self.nodes[c].0.tag_name().name() == "startEvent").count();
             let none_starts: Vec<ElementIdx> = children
                 .iter()
                 .copied()
-                .filter(|&c| {
-                    matches!(
-                        kinds[c],
-                        Some(ElementKind::StartEvent {
-                            trigger: StartTrigger::None
-                        })
-                    )
-                })
+                .filter(|&c| matches!(kinds[c], Some(ElementKind::StartEvent { trigger: StartTrigger::None })))
                 .collect();
             let scope_node = self.nodes[scope].0;
             if start_events == 0 {
@@ -984,10 +856,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
     fn check_message_start_names(&mut self, children: &[ElementIdx], kinds: &[Option<ElementKind>]) {
         let mut seen = HashSet::new();
         for &child in children {
-            if let Some(ElementKind::StartEvent {
-                trigger: StartTrigger::Message(message),
-            }) = &kinds[child]
-            {
+            if let Some(ElementKind::StartEvent { trigger: StartTrigger::Message(message) }) = &kinds[child] {
                 if let ValueExpr::Static(name) = &message.name {
                     if !seen.insert(name.clone()) {
                         self.report(
@@ -1029,12 +898,7 @@ impl<'a, 'p> ProcessBuilder<'a, 'p> {
     fn check_boundary_events(&mut self, kinds: &[Option<ElementKind>]) {
         let mut caught: HashSet<(ElementIdx, Option<&str>)> = HashSet::new();
         for (idx, kind) in kinds.iter().enumerate() {
-            let Some(ElementKind::BoundaryEvent {
-                attached_to,
-                error_code,
-                ..
-            }) = kind
-            else {
+            let Some(ElementKind::BoundaryEvent { attached_to, error_code, .. }) = kind else {
                 continue;
             };
             if !caught.insert((*attached_to, error_code.as_deref())) {
@@ -1107,10 +971,7 @@ fn report(problems: &mut Vec<Problem>, node: XmlNode<'_>, rest: impl fmt::Displa
         (_, Some(id)) => format!("element '{id}' ({tag})"),
         (_, None) => format!("a {tag} ({})", line_of(node)),
     };
-    problems.push(Problem {
-        element_id: id.map(str::to_string),
-        message: format!("{subject}{rest}"),
-    });
+    problems.push(Problem { element_id: id.map(str::to_string), message: format!("{subject}{rest}") });
 }
 
 /// Where a node starts, for elements that have no id to name them by.
@@ -1124,13 +985,11 @@ fn is_bpmn(node: XmlNode<'_>, name: &str) -> bool {
 }
 
 fn bpmn_children<'a>(node: XmlNode<'a>) -> impl Iterator<Item = XmlNode<'a>> {
-    node.children()
-        .filter(|c| c.is_element() && c.tag_name().namespace() == Some(BPMN_NS))
+    node.children().filter(|c| c.is_element() && c.tag_name().namespace() == Some(BPMN_NS))
 }
 
 fn zeebe_children<'a>(node: XmlNode<'a>) -> impl Iterator<Item = XmlNode<'a>> {
-    node.children()
-        .filter(|c| c.is_element() && c.tag_name().namespace() == Some(ZEEBE_NS))
+    node.children().filter(|c| c.is_element() && c.tag_name().namespace() == Some(ZEEBE_NS))
 }
 
 /// The Zeebe extension element `zeebe:<name>` under the node's `bpmn:extensionElements`.

@@ -70,10 +70,7 @@ fn service_task(extensions: &str) -> String {
 
 fn job_of<'m>(model: &'m ProcessModel, id: &str) -> (TaskKind, &'m crate::model::JobDefinition) {
     match &model.element(model.find(id).expect("element exists")).kind {
-        ElementKind::Task {
-            kind,
-            behavior: TaskBehavior::Job(job),
-        } => (*kind, job),
+        ElementKind::Task { kind, behavior: TaskBehavior::Job(job) } => (*kind, job),
         other => panic!("expected a job task, got {other:?}"),
     }
 }
@@ -103,10 +100,7 @@ fn minimal_process_puts_the_process_first_and_links_flows() {
     assert_eq!((flow.id.as_str(), flow.source, flow.target), ("f1", start, end));
     assert_eq!(model.element(start).outgoing, vec![0]);
     assert_eq!(model.element(end).incoming, vec![0]);
-    assert!(matches!(
-        model.element(end).kind,
-        ElementKind::EndEvent { kind: EndKind::None }
-    ));
+    assert!(matches!(model.element(end).kind, ElementKind::EndEvent { kind: EndKind::None }));
 }
 
 #[test]
@@ -149,9 +143,7 @@ fn job_type_and_retries_are_static_or_feel_and_retries_default_to_three() {
     assert_eq!(static_value(&job.retries), "3");
 
     let model = parse_ok(
-        &around(&service_task(
-            r#"<zeebe:taskDefinition type="= &quot;pay-&quot; + region" retries="=tries" />"#,
-        )),
+        &around(&service_task(r#"<zeebe:taskDefinition type="= &quot;pay-&quot; + region" retries="=tries" />"#)),
         "",
     );
     let (_, job) = job_of(&model, "task");
@@ -161,10 +153,7 @@ fn job_type_and_retries_are_static_or_feel_and_retries_default_to_three() {
 
 #[test]
 fn static_retries_must_be_a_whole_number() {
-    let err = error_of(
-        &around(&service_task(r#"<zeebe:taskDefinition type="x" retries="many" />"#)),
-        "",
-    );
+    let err = error_of(&around(&service_task(r#"<zeebe:taskDefinition type="x" retries="many" />"#)), "");
     assert_problem(&err, &["'task' (serviceTask)", "retries 'many' must be a whole number"]);
 }
 
@@ -184,10 +173,7 @@ fn task_headers_keep_their_order() {
         "",
     );
     let (_, job) = job_of(&model, "task");
-    assert_eq!(
-        job.headers,
-        vec![("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())]
-    );
+    assert_eq!(job.headers, vec![("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())]);
 }
 
 #[test]
@@ -198,10 +184,7 @@ fn task_header_without_key_is_rejected() {
         )),
         "",
     );
-    assert_problem(
-        &err,
-        &["'task' (serviceTask)", "task header (zeebe:header) without a key"],
-    );
+    assert_problem(&err, &["'task' (serviceTask)", "task header (zeebe:header) without a key"]);
 }
 
 #[test]
@@ -251,20 +234,14 @@ fn io_mapping_source_must_be_valid_feel() {
         )),
         "",
     );
-    assert_problem(
-        &err,
-        &["'task' (serviceTask)", "input mapping source '= (a' is not valid FEEL"],
-    );
+    assert_problem(&err, &["'task' (serviceTask)", "input mapping source '= (a' is not valid FEEL"]);
 }
 
 #[test]
 fn sequence_flow_to_a_missing_element_is_rejected() {
     let body = format!("{START_TO_END}\n<bpmn:sequenceFlow id=\"Flow_3\" sourceRef=\"start\" targetRef=\"Nowhere\" />");
     let err = error_of(&body, "");
-    assert_eq!(
-        err.to_string(),
-        "'test.bpmn': sequence flow 'Flow_3' targets 'Nowhere', which does not exist"
-    );
+    assert_eq!(err.to_string(), "'test.bpmn': sequence flow 'Flow_3' targets 'Nowhere', which does not exist");
 
     let body = format!("{START_TO_END}\n<bpmn:sequenceFlow id=\"Flow_4\" targetRef=\"end\" />");
     assert_problem(&error_of(&body, ""), &["sequence flow 'Flow_4': has no sourceRef"]);
@@ -281,10 +258,7 @@ fn sequence_flow_cannot_cross_a_subprocess_boundary() {
     </bpmn:subProcess>
     <bpmn:sequenceFlow id="cross" sourceRef="start" targetRef="inner_end" />"#;
     let err = error_of(body, "");
-    assert_problem(
-        &err,
-        &["sequence flow 'cross' targets 'inner_end', which is in another scope"],
-    );
+    assert_problem(&err, &["sequence flow 'cross' targets 'inner_end', which is in another scope"]);
 }
 
 #[test]
@@ -340,10 +314,7 @@ fn exclusive_gateway_default_must_be_one_of_its_outgoing_flows() {
     );
 
     let err = error_of(&body.replace("default=\"f1\"", "default=\"missing\""), "");
-    assert_problem(
-        &err,
-        &["element 'gw' (exclusiveGateway): its default flow 'missing' does not exist"],
-    );
+    assert_problem(&err, &["element 'gw' (exclusiveGateway): its default flow 'missing' does not exist"]);
 }
 
 const GATEWAY: &str = r#"
@@ -378,10 +349,7 @@ fn exclusive_gateway_resolves_default_and_conditions_with_optional_equals() {
 #[test]
 fn exclusive_gateway_flows_other_than_default_need_a_condition() {
     let err = error_of(&gateway_with(""), "");
-    assert_problem(
-        &err,
-        &["sequence flow 'to_a': leaves exclusive gateway 'gw' without a condition expression"],
-    );
+    assert_problem(&err, &["sequence flow 'to_a': leaves exclusive gateway 'gw' without a condition expression"]);
 }
 
 #[test]
@@ -403,10 +371,7 @@ fn exclusive_gateway_with_a_single_outgoing_flow_may_omit_the_condition() {
 fn invalid_condition_is_reported_as_feel_error() {
     let body = gateway_with(r#"<bpmn:conditionExpression>= x &gt;</bpmn:conditionExpression>"#);
     let err = error_of(&body, "");
-    assert_problem(
-        &err,
-        &["sequence flow 'to_a': condition expression '= x >' is not valid FEEL: "],
-    );
+    assert_problem(&err, &["sequence flow 'to_a': condition expression '= x >' is not valid FEEL: "]);
 }
 
 #[test]
@@ -418,10 +383,7 @@ fn condition_outside_an_exclusive_gateway_is_rejected() {
       <bpmn:conditionExpression>= true</bpmn:conditionExpression>
     </bpmn:sequenceFlow>"#;
     let err = error_of(body, "");
-    assert_problem(
-        &err,
-        &["sequence flow 'f1': has a condition expression but leaves a startEvent"],
-    );
+    assert_problem(&err, &["sequence flow 'f1': has a condition expression but leaves a startEvent"]);
 }
 
 #[test]
@@ -445,20 +407,8 @@ fn parallel_gateway_forks_and_joins() {
     assert_eq!(join.incoming.len(), 2);
     let a = &model.element(model.find("a").unwrap()).kind;
     let b = &model.element(model.find("b").unwrap()).kind;
-    assert!(matches!(
-        a,
-        ElementKind::Task {
-            kind: TaskKind::Manual,
-            behavior: TaskBehavior::PassThrough
-        }
-    ));
-    assert!(matches!(
-        b,
-        ElementKind::Task {
-            kind: TaskKind::Undefined,
-            behavior: TaskBehavior::PassThrough
-        }
-    ));
+    assert!(matches!(a, ElementKind::Task { kind: TaskKind::Manual, behavior: TaskBehavior::PassThrough }));
+    assert!(matches!(b, ElementKind::Task { kind: TaskKind::Undefined, behavior: TaskBehavior::PassThrough }));
 }
 
 const ORDER_MESSAGE: &str = r#"
@@ -476,10 +426,7 @@ fn message_catch_event_and_receive_task_resolve_name_and_correlation_key() {
     assert_eq!(static_value(&message.name), "order-paid");
     assert!(message.correlation_key.is_some());
 
-    let model = parse_ok(
-        &around(r#"<bpmn:receiveTask id="task" messageRef="Msg" />"#),
-        ORDER_MESSAGE,
-    );
+    let model = parse_ok(&around(r#"<bpmn:receiveTask id="task" messageRef="Msg" />"#), ORDER_MESSAGE);
     let ElementKind::ReceiveTask { message } = &model.element(model.find("task").unwrap()).kind else {
         panic!("expected a receive task");
     };
@@ -502,17 +449,11 @@ fn message_catch_needs_an_existing_named_message_with_a_correlation_key() {
         &["'task' (intermediateCatchEvent): references message 'Other', which does not exist"],
     );
     let unnamed = r#"<bpmn:message id="Msg"><bpmn:extensionElements><zeebe:subscription correlationKey="=id" /></bpmn:extensionElements></bpmn:message>"#;
-    assert_problem(
-        &error_of(&catch(r#"messageRef="Msg""#), unnamed),
-        &["message 'Msg' has no name"],
-    );
+    assert_problem(&error_of(&catch(r#"messageRef="Msg""#), unnamed), &["message 'Msg' has no name"]);
     let keyless = r#"<bpmn:message id="Msg" name="m" />"#;
     assert_problem(
         &error_of(&catch(r#"messageRef="Msg""#), keyless),
-        &[
-            "'task' (intermediateCatchEvent)",
-            "needs a correlation key (zeebe:subscription correlationKey)",
-        ],
+        &["'task' (intermediateCatchEvent)", "needs a correlation key (zeebe:subscription correlationKey)"],
     );
     let static_key = r#"<bpmn:message id="Msg" name="m"><bpmn:extensionElements><zeebe:subscription correlationKey="orderId" /></bpmn:extensionElements></bpmn:message>"#;
     assert_problem(
@@ -520,10 +461,7 @@ fn message_catch_needs_an_existing_named_message_with_a_correlation_key() {
         &["correlation key 'orderId' of message 'Msg' must be a FEEL expression starting with '='"],
     );
     let bad_key = r#"<bpmn:message id="Msg" name="m"><bpmn:extensionElements><zeebe:subscription correlationKey="= a +" /></bpmn:extensionElements></bpmn:message>"#;
-    assert_problem(
-        &error_of(&catch(r#"messageRef="Msg""#), bad_key),
-        &["correlation key '= a +' is not valid FEEL"],
-    );
+    assert_problem(&error_of(&catch(r#"messageRef="Msg""#), bad_key), &["correlation key '= a +' is not valid FEEL"]);
 }
 
 #[test]
@@ -554,10 +492,7 @@ fn message_start_event_inside_a_subprocess_is_rejected() {
     </bpmn:subProcess>
     <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="sub" />"#;
     let err = error_of(body, r#"<bpmn:message id="Msg" name="m" />"#);
-    assert_problem(
-        &err,
-        &["'inner' (startEvent): an embedded subprocess can only have a none start event"],
-    );
+    assert_problem(&err, &["'inner' (startEvent): an embedded subprocess can only have a none start event"]);
 }
 
 #[test]
@@ -570,20 +505,10 @@ fn end_events_may_be_none_terminate_or_error() {
     <bpmn:sequenceFlow id="f0" sourceRef="start" targetRef="fork" />
     <bpmn:sequenceFlow id="f1" sourceRef="fork" targetRef="t" />
     <bpmn:sequenceFlow id="f2" sourceRef="fork" targetRef="e" />"#;
-    let model = parse_ok(
-        body,
-        r#"<bpmn:error id="Err" name="Failed" errorCode="PAYMENT_FAILED" />"#,
-    );
-    assert!(matches!(
-        model.element(model.find("t").unwrap()).kind,
-        ElementKind::EndEvent {
-            kind: EndKind::Terminate
-        }
-    ));
+    let model = parse_ok(body, r#"<bpmn:error id="Err" name="Failed" errorCode="PAYMENT_FAILED" />"#);
+    assert!(matches!(model.element(model.find("t").unwrap()).kind, ElementKind::EndEvent { kind: EndKind::Terminate }));
     match &model.element(model.find("e").unwrap()).kind {
-        ElementKind::EndEvent {
-            kind: EndKind::Error { error_code },
-        } => assert_eq!(error_code, "PAYMENT_FAILED"),
+        ElementKind::EndEvent { kind: EndKind::Error { error_code } } => assert_eq!(error_code, "PAYMENT_FAILED"),
         other => panic!("expected an error end event, got {other:?}"),
     }
 }
@@ -605,10 +530,7 @@ fn error_end_event_needs_an_error_with_a_code() {
         &["'e' (endEvent): references error 'Nope', which does not exist"],
     );
     assert_problem(
-        &error_of(
-            &end(r#"<bpmn:errorEventDefinition errorRef="Err" />"#),
-            r#"<bpmn:error id="Err" name="x" />"#,
-        ),
+        &error_of(&end(r#"<bpmn:errorEventDefinition errorRef="Err" />"#), r#"<bpmn:error id="Err" name="x" />"#),
         &["'e' (endEvent): error 'Err' has no errorCode"],
     );
 }
@@ -637,21 +559,14 @@ fn error_boundary_events_attach_to_their_activity() {
     let catch_all = model.find("catch_all").unwrap();
     assert_eq!(model.element(task).boundary_events, vec![boundary, catch_all]);
     match &model.element(boundary).kind {
-        ElementKind::BoundaryEvent {
-            attached_to,
-            error_code,
-            interrupting,
-        } => {
+        ElementKind::BoundaryEvent { attached_to, error_code, interrupting } => {
             assert_eq!(*attached_to, task);
             assert_eq!(error_code.as_deref(), Some("E1"));
             assert!(*interrupting);
         }
         other => panic!("expected a boundary event, got {other:?}"),
     }
-    assert!(matches!(
-        model.element(catch_all).kind,
-        ElementKind::BoundaryEvent { error_code: None, .. }
-    ));
+    assert!(matches!(model.element(catch_all).kind, ElementKind::BoundaryEvent { error_code: None, .. }));
     assert_eq!(model.element(boundary).parent, Some(ProcessModel::ROOT));
 }
 
@@ -670,10 +585,7 @@ fn boundary_event_must_attach_to_an_existing_activity() {
         &error_of(&boundary(r#"attachedToRef="end""#), ""),
         &["'boundary' (boundaryEvent): is attached to 'end', a endEvent, which is not an activity"],
     );
-    assert_problem(
-        &error_of(&boundary(""), ""),
-        &["'boundary' (boundaryEvent): a boundary event must be attached"],
-    );
+    assert_problem(&error_of(&boundary(""), ""), &["'boundary' (boundaryEvent): a boundary event must be attached"]);
 }
 
 #[test]
@@ -681,10 +593,7 @@ fn error_boundary_event_cannot_be_non_interrupting() {
     let body = with_boundary(
         r#"<bpmn:boundaryEvent id="boundary" attachedToRef="task" cancelActivity="false"><bpmn:errorEventDefinition /></bpmn:boundaryEvent>"#,
     );
-    assert_problem(
-        &error_of(&body, ""),
-        &["'boundary' (boundaryEvent): an error boundary event always interrupts"],
-    );
+    assert_problem(&error_of(&body, ""), &["'boundary' (boundaryEvent): an error boundary event always interrupts"]);
 }
 
 #[test]
@@ -711,26 +620,11 @@ fn unsupported_elements_are_named_with_what_they_are() {
     );
 
     let cases = [
-        (
-            r#"<bpmn:callActivity id="task" />"#,
-            "element 'task' (callActivity) is not supported",
-        ),
-        (
-            r#"<bpmn:inclusiveGateway id="task" />"#,
-            "element 'task' (inclusiveGateway) is not supported",
-        ),
-        (
-            r#"<bpmn:eventBasedGateway id="task" />"#,
-            "element 'task' (eventBasedGateway) is not supported",
-        ),
-        (
-            r#"<bpmn:adHocSubProcess id="task" />"#,
-            "element 'task' (adHocSubProcess) is not supported",
-        ),
-        (
-            r#"<bpmn:transaction id="task" />"#,
-            "element 'task' (transaction) is not supported",
-        ),
+        (r#"<bpmn:callActivity id="task" />"#, "element 'task' (callActivity) is not supported"),
+        (r#"<bpmn:inclusiveGateway id="task" />"#, "element 'task' (inclusiveGateway) is not supported"),
+        (r#"<bpmn:eventBasedGateway id="task" />"#, "element 'task' (eventBasedGateway) is not supported"),
+        (r#"<bpmn:adHocSubProcess id="task" />"#, "element 'task' (adHocSubProcess) is not supported"),
+        (r#"<bpmn:transaction id="task" />"#, "element 'task' (transaction) is not supported"),
         (
             r#"<bpmn:intermediateThrowEvent id="task"><bpmn:signalEventDefinition /></bpmn:intermediateThrowEvent>"#,
             "element 'task' (intermediateThrowEvent with signalEventDefinition) is not supported",
@@ -767,10 +661,7 @@ fn unsupported_start_and_boundary_events_are_rejected() {
     <bpmn:startEvent id="start"><bpmn:signalEventDefinition signalRef="S" /></bpmn:startEvent>
     <bpmn:endEvent id="end" />
     <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="end" />"#;
-    assert_problem(
-        &error_of(body, ""),
-        &["element 'start' (startEvent with signalEventDefinition) is not supported"],
-    );
+    assert_problem(&error_of(body, ""), &["element 'start' (startEvent with signalEventDefinition) is not supported"]);
 
     let body = with_boundary(
         r#"<bpmn:boundaryEvent id="boundary" attachedToRef="task"><bpmn:timerEventDefinition /></bpmn:boundaryEvent>"#,
@@ -802,10 +693,7 @@ fn user_task_without_task_definition_becomes_a_zeebe_user_task_job() {
     assert_eq!(kind, TaskKind::User);
     assert_eq!(static_value(&job.job_type), "io.camunda.zeebe:userTask");
     assert_eq!(static_value(&job.retries), "3");
-    assert_eq!(
-        model.element(model.find("task").unwrap()).name.as_deref(),
-        Some("Approve")
-    );
+    assert_eq!(model.element(model.find("task").unwrap()).name.as_deref(), Some("Approve"));
 }
 
 #[test]
@@ -813,10 +701,7 @@ fn script_task_runs_a_feel_script_or_a_job() {
     let script = r#"<bpmn:scriptTask id="task"><bpmn:extensionElements><zeebe:script expression="= a + 1" resultVariable="b" /></bpmn:extensionElements></bpmn:scriptTask>"#;
     let model = parse_ok(&around(script), "");
     match &model.element(model.find("task").unwrap()).kind {
-        ElementKind::Task {
-            kind: TaskKind::Script,
-            behavior: TaskBehavior::Script { result_variable, .. },
-        } => {
+        ElementKind::Task { kind: TaskKind::Script, behavior: TaskBehavior::Script { result_variable, .. } } => {
             assert_eq!(result_variable, "b");
         }
         other => panic!("expected a FEEL script task, got {other:?}"),
@@ -861,10 +746,7 @@ fn resource_without_executable_process_is_rejected() {
   <bpmn:process id="one" isExecutable="false"><bpmn:startEvent id="s1" /></bpmn:process>
 </bpmn:definitions>"#;
     let err = parse_processes(RESOURCE, xml.as_bytes()).unwrap_err();
-    assert_problem(
-        &err,
-        &["'test.bpmn': contains no executable process", "isExecutable=\"true\""],
-    );
+    assert_problem(&err, &["'test.bpmn': contains no executable process", "isExecutable=\"true\""]);
 }
 
 #[test]
@@ -890,17 +772,10 @@ fn malformed_xml_reports_line_and_column() {
         panic!("expected malformed XML, got {err}");
     };
     assert_eq!(*line, 3);
-    assert!(
-        err.to_string()
-            .starts_with("'test.bpmn': malformed XML at line 3, column "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("'test.bpmn': malformed XML at line 3, column "), "{err}");
 
     let err = parse_processes(RESOURCE, b"<a>\n  \xff</a>").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "'test.bpmn': malformed XML at line 2, column 3: the document is not valid UTF-8"
-    );
+    assert_eq!(err.to_string(), "'test.bpmn': malformed XML at line 2, column 3: the document is not valid UTF-8");
 }
 
 #[test]
@@ -923,24 +798,15 @@ fn every_problem_is_listed_on_its_own_line() {
 #[test]
 fn duplicate_ids_are_rejected() {
     let body = format!(r#"{START_TO_END}<bpmn:task id="end" />"#);
-    assert_problem(
-        &error_of(&body, ""),
-        &["element 'end' (task): its id is used by another element"],
-    );
+    assert_problem(&error_of(&body, ""), &["element 'end' (task): its id is used by another element"]);
 }
 
 #[test]
 fn start_events_cannot_have_incoming_flows_nor_end_events_outgoing() {
     let body = format!(r#"{START_TO_END}<bpmn:sequenceFlow id="back" sourceRef="end" targetRef="start" />"#);
     let err = error_of(&body, "");
-    assert_problem(
-        &err,
-        &["'start' (startEvent): a start event cannot have incoming sequence flows"],
-    );
-    assert_problem(
-        &err,
-        &["'end' (endEvent): an end event cannot have outgoing sequence flows"],
-    );
+    assert_problem(&err, &["'start' (startEvent): a start event cannot have incoming sequence flows"]);
+    assert_problem(&err, &["'end' (endEvent): an end event cannot have outgoing sequence flows"]);
 }
 
 #[test]
@@ -961,10 +827,7 @@ fn decoration_and_foreign_extensions_are_ignored() {
     <bpmn:dataObjectReference id="data_ref" dataObjectRef="data" />"#;
     let model = parse_ok(body, "");
     assert_eq!(model.elements.len(), 4);
-    assert!(matches!(
-        model.element(model.find("milestone").unwrap()).kind,
-        ElementKind::IntermediateThrowEvent
-    ));
+    assert!(matches!(model.element(model.find("milestone").unwrap()).kind, ElementKind::IntermediateThrowEvent));
     assert!(model.find("note").is_none());
 }
 
@@ -976,12 +839,7 @@ fn start_event_outputs_are_kept() {
     </bpmn:startEvent>"#;
     let model = parse_ok(body, "");
     let start = model.element(model.find("start").unwrap());
-    assert!(matches!(
-        start.kind,
-        ElementKind::StartEvent {
-            trigger: StartTrigger::None
-        }
-    ));
+    assert!(matches!(start.kind, ElementKind::StartEvent { trigger: StartTrigger::None }));
     assert_eq!(start.outputs.len(), 1);
     assert_eq!(start.outputs[0].target, "count");
 }

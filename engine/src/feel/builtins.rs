@@ -36,35 +36,17 @@ impl fmt::Debug for Builtin {
     }
 }
 
-const fn f(
-    name: &'static str,
-    params: &'static [&'static str],
-    required: usize,
-    call: BuiltinFn,
-) -> Builtin {
-    Builtin {
-        name,
-        params,
-        required,
-        variadic: false,
-        nulls: false,
-        call,
-    }
+const fn f(name: &'static str, params: &'static [&'static str], required: usize, call: BuiltinFn) -> Builtin {
+    Builtin { name, params, required, variadic: false, nulls: false, call }
 }
 
 impl Builtin {
     const fn variadic(self) -> Builtin {
-        Builtin {
-            variadic: true,
-            ..self
-        }
+        Builtin { variadic: true, ..self }
     }
 
     const fn nulls(self) -> Builtin {
-        Builtin {
-            nulls: true,
-            ..self
-        }
+        Builtin { nulls: true, ..self }
     }
 }
 
@@ -72,25 +54,14 @@ pub(crate) fn lookup(name: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == name)
 }
 
-pub(crate) fn call(
-    ev: &mut Evaluator<'_>,
-    builtin: &'static Builtin,
-    values: Vec<Value>,
-) -> Result<Value, FeelError> {
-    if values.len() < builtin.required || (!builtin.variadic && values.len() > builtin.params.len())
-    {
+pub(crate) fn call(ev: &mut Evaluator<'_>, builtin: &'static Builtin, values: Vec<Value>) -> Result<Value, FeelError> {
+    if values.len() < builtin.required || (!builtin.variadic && values.len() > builtin.params.len()) {
         return Err(no_such_function(builtin.name, values.len()));
     }
     if !builtin.nulls && values.contains(&Value::Null) {
         return Ok(Value::Null);
     }
-    (builtin.call)(
-        ev,
-        ArgList {
-            name: builtin.name,
-            values,
-        },
-    )
+    (builtin.call)(ev, ArgList { name: builtin.name, values })
 }
 
 fn no_such_function(name: &str, count: usize) -> FeelError {
@@ -126,11 +97,7 @@ impl ArgList {
     }
 
     fn type_error(&self, i: usize, expected: &str) -> FeelError {
-        self.error(format_args!(
-            "expected {expected} as argument {}, but got {}",
-            i + 1,
-            self.get(i).type_name()
-        ))
+        self.error(format_args!("expected {expected} as argument {}, but got {}", i + 1, self.get(i).type_name()))
     }
 
     fn str(&self, i: usize) -> Result<&str, FeelError> {
@@ -230,9 +197,7 @@ fn position(pos: i64, len: usize) -> Option<usize> {
 fn span(start: i64, length: Option<i64>, len: usize) -> (usize, usize) {
     let len = len as i64;
     let from = if start > 0 { start - 1 } else { len + start }.clamp(0, len);
-    let to = length
-        .map_or(len, |l| from.saturating_add(l.max(0)))
-        .clamp(from, len);
+    let to = length.map_or(len, |l| from.saturating_add(l.max(0))).clamp(from, len);
     (from as usize, to as usize)
 }
 
@@ -267,13 +232,7 @@ fn round(n: f64, scale: i64, mode: Rounding) -> Value {
         _ if !is_half => x.round(),
         Rounding::HalfUp => sign * (whole + 1.0),
         Rounding::HalfDown => sign * whole,
-        Rounding::HalfEven => {
-            sign * if whole % 2.0 == 0.0 {
-                whole
-            } else {
-                whole + 1.0
-            }
-        }
+        Rounding::HalfEven => sign * if whole % 2.0 == 0.0 { whole } else { whole + 1.0 },
     };
     number(rounded / factor)
 }
@@ -290,22 +249,12 @@ fn regex(a: &ArgList, pattern: usize, flags: usize) -> Result<Regex, FeelError> 
             match flag {
                 'i' | 's' | 'm' | 'x' => inline.push(flag),
                 'q' => literal = true,
-                other => {
-                    return Err(a.error(format_args!("unknown regular expression flag '{other}'")))
-                }
+                other => return Err(a.error(format_args!("unknown regular expression flag '{other}'"))),
             }
         }
     }
-    let body = if literal {
-        regex::escape(a.str(pattern)?)
-    } else {
-        a.str(pattern)?.to_string()
-    };
-    let full = if inline.is_empty() {
-        body
-    } else {
-        format!("(?{inline}){body}")
-    };
+    let body = if literal { regex::escape(a.str(pattern)?) } else { a.str(pattern)?.to_string() };
+    let full = if inline.is_empty() { body } else { format!("(?{inline}){body}") };
     RegexBuilder::new(&full)
         .size_limit(1 << 20)
         .build()
@@ -347,12 +296,7 @@ fn numbers(name: &str, items: &[Value]) -> Result<Option<Vec<f64>>, FeelError> {
         match item {
             Value::Number(n) => out.push(*n),
             Value::Null => return Ok(None),
-            other => {
-                return Err(error(format!(
-                    "function '{name}': expected numbers, but got {}",
-                    other.type_name()
-                )))
-            }
+            other => return Err(error(format!("function '{name}': expected numbers, but got {}", other.type_name()))),
         }
     }
     Ok(Some(out))
@@ -436,18 +380,12 @@ fn sort(ev: &mut Evaluator<'_>, mut a: ArgList) -> Result<Value, FeelError> {
     }
     let items = a.list(0)?;
     let sorted = match a.take(1) {
-        Value::Function(function) => merge_sort(items, &mut |x, y| {
-            Ok(ev
-                .invoke(&function, vec![x.clone(), y.clone()])?
-                .is_truthy())
-        })?,
+        Value::Function(function) => {
+            merge_sort(items, &mut |x, y| Ok(ev.invoke(&function, vec![x.clone(), y.clone()])?.is_truthy()))?
+        }
         Value::Null => merge_sort(items, &mut |x, y| match feel_cmp(x, y) {
             Some(ordering) => Ok(ordering.is_lt()),
-            None => Err(error(format!(
-                "function 'sort': cannot compare {} with {}",
-                x.type_name(),
-                y.type_name()
-            ))),
+            None => Err(error(format!("function 'sort': cannot compare {} with {}", x.type_name(), y.type_name()))),
         })?,
         other => {
             a.values[1] = other;
@@ -470,10 +408,7 @@ fn list_replace(ev: &mut Evaluator<'_>, mut a: ArgList) -> Result<Value, FeelErr
         },
         Value::Function(matcher) => {
             for item in &mut items {
-                if ev
-                    .invoke(&matcher, vec![item.clone(), new_item.clone()])?
-                    .is_truthy()
-                {
+                if ev.invoke(&matcher, vec![item.clone(), new_item.clone()])?.is_truthy() {
                     *item = new_item.clone();
                 }
             }
@@ -495,23 +430,17 @@ fn parse_number(a: &ArgList) -> Result<Value, FeelError> {
     if a.has(2) {
         text = text.replace(a.str(2)?, ".");
     }
-    let valid = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'));
-    Ok(if valid {
-        text.parse::<f64>().map_or(Value::Null, number)
-    } else {
-        Value::Null
-    })
+    let valid =
+        !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'));
+    Ok(if valid { text.parse::<f64>().map_or(Value::Null, number) } else { Value::Null })
 }
 
 fn date(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelError> {
     match a.len() {
         1 => Ok(match a.get(0) {
-            Value::String(s) => Date::parse(s)
-                .or_else(|| DateTime::parse(s).map(DateTime::date))
-                .map_or(Value::Null, Value::Date),
+            Value::String(s) => {
+                Date::parse(s).or_else(|| DateTime::parse(s).map(DateTime::date)).map_or(Value::Null, Value::Date)
+            }
             Value::Date(_) | Value::DateTime(_) => Value::Date(a.date(0)?),
             _ => return Err(a.type_error(0, "a string, date or date and time")),
         }),
@@ -534,9 +463,9 @@ fn time(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelError> {
     }
     match a.len() {
         1 => Ok(match a.get(0) {
-            Value::String(s) => Time::parse(s)
-                .or_else(|| DateTime::parse(s).map(DateTime::time))
-                .map_or(Value::Null, Value::Time),
+            Value::String(s) => {
+                Time::parse(s).or_else(|| DateTime::parse(s).map(DateTime::time)).map_or(Value::Null, Value::Time)
+            }
             Value::Time(t) => Value::Time(*t),
             Value::DateTime(dt) => Value::Time(dt.time()),
             _ => return Err(a.type_error(0, "a string, time or date and time")),
@@ -547,8 +476,7 @@ fn time(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelError> {
                 Value::DayTimeDuration(ms) => Some((ms / 1000) as i32),
                 _ => return Err(a.type_error(3, "a days and time duration")),
             };
-            Ok(Time::from_hms(a.int(0)?, a.int(1)?, a.num(2)?, offset)
-                .map_or(Value::Null, Value::Time))
+            Ok(Time::from_hms(a.int(0)?, a.int(1)?, a.num(2)?, offset).map_or(Value::Null, Value::Time))
         }
         n => Err(no_such_function(a.name, n)),
     }
@@ -588,15 +516,7 @@ fn years_and_months(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelErro
     Ok(Value::YearMonthDuration(months))
 }
 
-const DAY_NAMES: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const DAY_NAMES: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 const MONTH_NAMES: [&str; 12] = [
     "January",
     "February",
@@ -657,11 +577,7 @@ fn put_path(entries: &mut Vec<(String, Value)>, path: &[String], value: Value) {
         context_put(entries, key.clone(), value);
         return;
     }
-    let mut child = match entries
-        .iter()
-        .position(|(k, _)| k == key)
-        .map(|i| entries[i].1.clone())
-    {
+    let mut child = match entries.iter().position(|(k, _)| k == key).map(|i| entries[i].1.clone()) {
         Some(Value::Context(child)) => child,
         _ => Vec::new(),
     };
@@ -690,12 +606,7 @@ fn merge(_: &mut Evaluator<'_>, a: ArgList) -> Result<Value, FeelError> {
                     context_put(&mut out, key, value);
                 }
             }
-            other => {
-                return Err(error(format!(
-                    "function '{name}': expected contexts, but got {}",
-                    other.type_name()
-                )))
-            }
+            other => return Err(error(format!("function '{name}': expected contexts, but got {}", other.type_name()))),
         }
     }
     Ok(Value::Context(out))
@@ -707,11 +618,7 @@ fn string_join(_: &mut Evaluator<'_>, mut a: ArgList) -> Result<Value, FeelError
     }
     let items = a.list(0)?;
     let separator = if a.has(1) { a.str(1)? } else { "" };
-    let mut out = if a.has(2) {
-        a.str(2)?.to_string()
-    } else {
-        String::new()
-    };
+    let mut out = if a.has(2) { a.str(2)?.to_string() } else { String::new() };
     let mut first = true;
     for item in &items {
         match item {
@@ -723,12 +630,7 @@ fn string_join(_: &mut Evaluator<'_>, mut a: ArgList) -> Result<Value, FeelError
                 out.push_str(s);
                 first = false;
             }
-            other => {
-                return Err(a.error(format_args!(
-                    "expected a list of strings, but got {}",
-                    other.type_name()
-                )))
-            }
+            other => return Err(a.error(format_args!("expected a list of strings, but got {}", other.type_name()))),
         }
     }
     if a.has(3) {
@@ -745,19 +647,10 @@ fn all_or_any(a: ArgList, all: bool) -> Result<Value, FeelError> {
             Value::Bool(b) if b != all => return boolean(b),
             Value::Bool(_) => {}
             Value::Null => unknown = true,
-            other => {
-                return Err(error(format!(
-                    "function '{name}': expected booleans, but got {}",
-                    other.type_name()
-                )))
-            }
+            other => return Err(error(format!("function '{name}': expected booleans, but got {}", other.type_name()))),
         }
     }
-    Ok(if unknown {
-        Value::Null
-    } else {
-        Value::Bool(all)
-    })
+    Ok(if unknown { Value::Null } else { Value::Bool(all) })
 }
 
 static BUILTINS: &[Builtin] = &[
@@ -769,10 +662,7 @@ static BUILTINS: &[Builtin] = &[
         })
     }),
     f("is defined", &["value"], 1, |_, _| boolean(true)).nulls(),
-    f("get or else", &["value", "default"], 2, |_, mut a| {
-        Ok(if a.has(0) { a.take(0) } else { a.take(1) })
-    })
-    .nulls(),
+    f("get or else", &["value", "default"], 2, |_, mut a| Ok(if a.has(0) { a.take(0) } else { a.take(1) })).nulls(),
     f("assert", &["value", "condition", "cause"], 2, |_, mut a| {
         if a.get(1).is_truthy() {
             return Ok(a.take(0));
@@ -785,41 +675,21 @@ static BUILTINS: &[Builtin] = &[
     .nulls(),
     // Conversion.
     f("string", &["from"], 1, |_, a| string(a.get(0).to_string())),
-    f(
-        "number",
-        &["from", "grouping separator", "decimal separator"],
-        1,
-        |_, a| match a.get(0) {
-            Value::Number(n) => Ok(Value::Number(*n)),
-            _ => parse_number(&a),
-        },
-    ),
+    f("number", &["from", "grouping separator", "decimal separator"], 1, |_, a| match a.get(0) {
+        Value::Number(n) => Ok(Value::Number(*n)),
+        _ => parse_number(&a),
+    }),
     f("context", &["entries"], 1, context_from_entries),
     // Strings.
-    f(
-        "substring",
-        &["string", "start position", "length"],
-        2,
-        |_, a| {
-            let chars: Vec<char> = a.str(0)?.chars().collect();
-            let length = if a.has(2) {
-                Some(a.num(2)?.floor() as i64)
-            } else {
-                None
-            };
-            let (from, to) = span(a.num(1)?.floor() as i64, length, chars.len());
-            string(chars[from..to].iter().collect::<String>())
-        },
-    ),
-    f("string length", &["string"], 1, |_, a| {
-        Ok(Value::Number(a.str(0)?.chars().count() as f64))
+    f("substring", &["string", "start position", "length"], 2, |_, a| {
+        let chars: Vec<char> = a.str(0)?.chars().collect();
+        let length = if a.has(2) { Some(a.num(2)?.floor() as i64) } else { None };
+        let (from, to) = span(a.num(1)?.floor() as i64, length, chars.len());
+        string(chars[from..to].iter().collect::<String>())
     }),
-    f("upper case", &["string"], 1, |_, a| {
-        string(a.str(0)?.to_uppercase())
-    }),
-    f("lower case", &["string"], 1, |_, a| {
-        string(a.str(0)?.to_lowercase())
-    }),
+    f("string length", &["string"], 1, |_, a| Ok(Value::Number(a.str(0)?.chars().count() as f64))),
+    f("upper case", &["string"], 1, |_, a| string(a.str(0)?.to_uppercase())),
+    f("lower case", &["string"], 1, |_, a| string(a.str(0)?.to_lowercase())),
     f("substring before", &["string", "match"], 2, |_, a| {
         let (s, m) = (a.str(0)?, a.str(1)?);
         string(s.find(m).map_or("", |i| &s[..i]))
@@ -828,79 +698,33 @@ static BUILTINS: &[Builtin] = &[
         let (s, m) = (a.str(0)?, a.str(1)?);
         string(s.find(m).map_or("", |i| &s[i + m.len()..]))
     }),
-    f("contains", &["string", "match"], 2, |_, a| {
-        boolean(a.str(0)?.contains(a.str(1)?))
+    f("contains", &["string", "match"], 2, |_, a| boolean(a.str(0)?.contains(a.str(1)?))),
+    f("starts with", &["string", "match"], 2, |_, a| boolean(a.str(0)?.starts_with(a.str(1)?))),
+    f("ends with", &["string", "match"], 2, |_, a| boolean(a.str(0)?.ends_with(a.str(1)?))),
+    f("matches", &["input", "pattern", "flags"], 2, |_, a| boolean(regex(&a, 1, 2)?.is_match(a.str(0)?))),
+    f("replace", &["input", "pattern", "replacement", "flags"], 3, |_, a| {
+        let re = regex(&a, 1, 3)?;
+        string(re.replace_all(a.str(0)?, replacement(a.str(2)?).as_str()).into_owned())
     }),
-    f("starts with", &["string", "match"], 2, |_, a| {
-        boolean(a.str(0)?.starts_with(a.str(1)?))
-    }),
-    f("ends with", &["string", "match"], 2, |_, a| {
-        boolean(a.str(0)?.ends_with(a.str(1)?))
-    }),
-    f("matches", &["input", "pattern", "flags"], 2, |_, a| {
-        boolean(regex(&a, 1, 2)?.is_match(a.str(0)?))
-    }),
-    f(
-        "replace",
-        &["input", "pattern", "replacement", "flags"],
-        3,
-        |_, a| {
-            let re = regex(&a, 1, 3)?;
-            string(
-                re.replace_all(a.str(0)?, replacement(a.str(2)?).as_str())
-                    .into_owned(),
-            )
-        },
-    ),
     f("split", &["string", "delimiter"], 2, |_, a| {
         let re = regex(&a, 1, 2)?;
-        list(
-            re.split(a.str(0)?)
-                .map(|part| Value::String(part.to_string()))
-                .collect(),
-        )
+        list(re.split(a.str(0)?).map(|part| Value::String(part.to_string())).collect())
     }),
     f("extract", &["string", "pattern"], 2, |_, a| {
         let re = regex(&a, 1, 2)?;
-        list(
-            re.find_iter(a.str(0)?)
-                .map(|m| Value::String(m.as_str().to_string()))
-                .collect(),
-        )
+        list(re.find_iter(a.str(0)?).map(|m| Value::String(m.as_str().to_string())).collect())
     }),
     f("trim", &["string"], 1, |_, a| string(a.str(0)?.trim())),
-    f("is blank", &["string"], 1, |_, a| {
-        boolean(a.str(0)?.trim().is_empty())
-    }),
-    f(
-        "string join",
-        &["list", "delimiter", "prefix", "suffix"],
-        1,
-        string_join,
-    )
-    .nulls(),
+    f("is blank", &["string"], 1, |_, a| boolean(a.str(0)?.trim().is_empty())),
+    f("string join", &["list", "delimiter", "prefix", "suffix"], 1, string_join).nulls(),
     // Numbers.
-    f("decimal", &["n", "scale"], 2, |_, a| {
-        Ok(round(a.num(0)?, a.int(1)?, Rounding::HalfEven))
-    }),
-    f("floor", &["n", "scale"], 1, |_, a| {
-        rounding(&a, Rounding::Floor)
-    }),
-    f("ceiling", &["n", "scale"], 1, |_, a| {
-        rounding(&a, Rounding::Ceiling)
-    }),
-    f("round up", &["n", "scale"], 1, |_, a| {
-        rounding(&a, Rounding::Up)
-    }),
-    f("round down", &["n", "scale"], 1, |_, a| {
-        rounding(&a, Rounding::Down)
-    }),
-    f("round half up", &["n", "scale"], 1, |_, a| {
-        rounding(&a, Rounding::HalfUp)
-    }),
-    f("round half down", &["n", "scale"], 1, |_, a| {
-        rounding(&a, Rounding::HalfDown)
-    }),
+    f("decimal", &["n", "scale"], 2, |_, a| Ok(round(a.num(0)?, a.int(1)?, Rounding::HalfEven))),
+    f("floor", &["n", "scale"], 1, |_, a| rounding(&a, Rounding::Floor)),
+    f("ceiling", &["n", "scale"], 1, |_, a| rounding(&a, Rounding::Ceiling)),
+    f("round up", &["n", "scale"], 1, |_, a| rounding(&a, Rounding::Up)),
+    f("round down", &["n", "scale"], 1, |_, a| rounding(&a, Rounding::Down)),
+    f("round half up", &["n", "scale"], 1, |_, a| rounding(&a, Rounding::HalfUp)),
+    f("round half down", &["n", "scale"], 1, |_, a| rounding(&a, Rounding::HalfDown)),
     f("abs", &["n"], 1, |_, a| match a.get(0) {
         Value::Number(n) => Ok(Value::Number(n.abs())),
         Value::DayTimeDuration(ms) => Ok(Value::DayTimeDuration(ms.abs())),
@@ -909,11 +733,7 @@ static BUILTINS: &[Builtin] = &[
     }),
     f("modulo", &["dividend", "divisor"], 2, |_, a| {
         let (x, y) = (a.num(0)?, a.num(1)?);
-        Ok(if y == 0.0 {
-            Value::Null
-        } else {
-            number(x - y * (x / y).floor())
-        })
+        Ok(if y == 0.0 { Value::Null } else { number(x - y * (x / y).floor()) })
     }),
     f("sqrt", &["number"], 1, |_, a| Ok(number(a.num(0)?.sqrt()))),
     f("log", &["number"], 1, |_, a| {
@@ -923,19 +743,11 @@ static BUILTINS: &[Builtin] = &[
     f("exp", &["number"], 1, |_, a| Ok(number(a.num(0)?.exp()))),
     f("odd", &["number"], 1, |_, a| {
         let n = a.num(0)?;
-        Ok(if n.fract() == 0.0 {
-            Value::Bool(n % 2.0 != 0.0)
-        } else {
-            Value::Bool(false)
-        })
+        Ok(if n.fract() == 0.0 { Value::Bool(n % 2.0 != 0.0) } else { Value::Bool(false) })
     }),
     f("even", &["number"], 1, |_, a| {
         let n = a.num(0)?;
-        Ok(if n.fract() == 0.0 {
-            Value::Bool(n % 2.0 == 0.0)
-        } else {
-            Value::Bool(false)
-        })
+        Ok(if n.fract() == 0.0 { Value::Bool(n % 2.0 == 0.0) } else { Value::Bool(false) })
     }),
     // Lists.
     f("list contains", &["list", "element"], 2, |_, mut a| {
@@ -946,9 +758,7 @@ static BUILTINS: &[Builtin] = &[
         boolean(contains(&a.list(0)?, &element))
     })
     .nulls(),
-    f("count", &["list"], 1, |_, mut a| {
-        Ok(Value::Number(a.list(0)?.len() as f64))
-    }),
+    f("count", &["list"], 1, |_, mut a| Ok(Value::Number(a.list(0)?.len() as f64))),
     f("min", &["list"], 1, |_, a| extreme(a, Ordering::Less)).variadic(),
     f("max", &["list"], 1, |_, a| extreme(a, Ordering::Greater)).variadic(),
     f("sum", &["list"], 1, |_, a| {
@@ -981,11 +791,7 @@ static BUILTINS: &[Builtin] = &[
             Some(mut ns) if !ns.is_empty() => {
                 ns.sort_by(f64::total_cmp);
                 let mid = ns.len() / 2;
-                number(if ns.len() % 2 == 0 {
-                    (ns[mid - 1] + ns[mid]) / 2.0
-                } else {
-                    ns[mid]
-                })
+                number(if ns.len() % 2 == 0 { (ns[mid - 1] + ns[mid]) / 2.0 } else { ns[mid] })
             }
             _ => Value::Null,
         })
@@ -993,19 +799,14 @@ static BUILTINS: &[Builtin] = &[
     .variadic(),
     f("all", &["list"], 1, |_, a| all_or_any(a, true)).variadic(),
     f("any", &["list"], 1, |_, a| all_or_any(a, false)).variadic(),
-    f(
-        "sublist",
-        &["list", "start position", "length"],
-        2,
-        |_, mut a| {
-            let length = a.opt_int(2)?;
-            let start = a.int(1)?;
-            let mut items = a.list(0)?;
-            let (from, to) = span(start, length, items.len());
-            items.truncate(to);
-            list(items.split_off(from))
-        },
-    ),
+    f("sublist", &["list", "start position", "length"], 2, |_, mut a| {
+        let length = a.opt_int(2)?;
+        let start = a.int(1)?;
+        let mut items = a.list(0)?;
+        let (from, to) = span(start, length, items.len());
+        items.truncate(to);
+        list(items.split_off(from))
+    }),
     f("append", &["list", "items"], 1, |_, mut a| {
         if !a.has(0) {
             return Ok(Value::Null);
@@ -1024,24 +825,19 @@ static BUILTINS: &[Builtin] = &[
         list(out)
     })
     .variadic(),
-    f(
-        "insert before",
-        &["list", "position", "newItem"],
-        3,
-        |_, mut a| {
-            if !a.has(0) || !a.has(1) {
-                return Ok(Value::Null);
-            }
-            let pos = a.int(1)?;
-            let new_item = a.take(2);
-            let mut items = a.list(0)?;
-            match position(pos, items.len()) {
-                Some(index) => items.insert(index, new_item),
-                None => return Ok(Value::Null),
-            }
-            list(items)
-        },
-    )
+    f("insert before", &["list", "position", "newItem"], 3, |_, mut a| {
+        if !a.has(0) || !a.has(1) {
+            return Ok(Value::Null);
+        }
+        let pos = a.int(1)?;
+        let new_item = a.take(2);
+        let mut items = a.list(0)?;
+        match position(pos, items.len()) {
+            Some(index) => items.insert(index, new_item),
+            None => return Ok(Value::Null),
+        }
+        list(items)
+    })
     .nulls(),
     f("remove", &["list", "position"], 2, |_, mut a| {
         let pos = a.int(1)?;
@@ -1081,9 +877,7 @@ static BUILTINS: &[Builtin] = &[
         list(distinct(out))
     })
     .variadic(),
-    f("distinct values", &["list"], 1, |_, mut a| {
-        list(distinct(a.list(0)?))
-    }),
+    f("distinct values", &["list"], 1, |_, mut a| list(distinct(a.list(0)?))),
     f("duplicate values", &["list"], 1, |_, mut a| {
         let items = a.list(0)?;
         let mut duplicates: Vec<Value> = Vec::new();
@@ -1100,16 +894,8 @@ static BUILTINS: &[Builtin] = &[
         list(out)
     }),
     f("sort", &["list", "precedes"], 1, sort).nulls(),
-    f(
-        "list replace",
-        &["list", "position|match", "newItem"],
-        3,
-        list_replace,
-    )
-    .nulls(),
-    f("is empty", &["list"], 1, |_, mut a| {
-        boolean(a.list(0)?.is_empty())
-    }),
+    f("list replace", &["list", "position|match", "newItem"], 3, list_replace).nulls(),
+    f("is empty", &["list"], 1, |_, mut a| boolean(a.list(0)?.is_empty())),
     // Contexts.
     f("get value", &["context", "key|keys"], 2, |_, a| {
         let path = keys(&a, 1)?;
@@ -1123,12 +909,7 @@ static BUILTINS: &[Builtin] = &[
         list(
             entries
                 .into_iter()
-                .map(|(k, v)| {
-                    Value::Context(vec![
-                        ("key".to_string(), Value::String(k)),
-                        ("value".to_string(), v),
-                    ])
-                })
+                .map(|(k, v)| Value::Context(vec![("key".to_string(), Value::String(k)), ("value".to_string(), v)]))
                 .collect(),
         )
     }),
@@ -1138,44 +919,15 @@ static BUILTINS: &[Builtin] = &[
     f("context merge", &["contexts"], 1, merge).variadic(),
     // Temporal.
     f("date", &["from|year", "month", "day"], 1, date),
-    f(
-        "time",
-        &["from|hour", "minute", "second", "offset"],
-        1,
-        time,
-    )
-    .nulls(),
+    f("time", &["from|hour", "minute", "second", "offset"], 1, time).nulls(),
     f("date and time", &["from|date", "time"], 1, date_and_time),
     f("duration", &["from"], 1, duration),
-    f(
-        "years and months duration",
-        &["from", "to"],
-        2,
-        years_and_months,
-    ),
-    f("now", &[], 0, |ev, _| {
-        Ok(Value::DateTime(DateTime::from_epoch_millis(
-            ev.env.now_millis,
-        )))
-    }),
-    f("today", &[], 0, |ev, _| {
-        Ok(Value::Date(Date::from_days(
-            ev.env.now_millis.div_euclid(MILLIS_PER_DAY),
-        )))
-    }),
-    f("day of week", &["date"], 1, |_, a| {
-        string(DAY_NAMES[a.date(0)?.weekday() as usize - 1])
-    }),
-    f("month of year", &["date"], 1, |_, a| {
-        string(MONTH_NAMES[a.date(0)?.ymd().1 as usize - 1])
-    }),
-    f("day of year", &["date"], 1, |_, a| {
-        Ok(Value::Number(f64::from(a.date(0)?.day_of_year())))
-    }),
-    f("week of year", &["date"], 1, |_, a| {
-        Ok(Value::Number(f64::from(a.date(0)?.iso_week())))
-    }),
-    f("last day of month", &["date"], 1, |_, a| {
-        Ok(Value::Number(f64::from(a.date(0)?.last_day_of_month())))
-    }),
+    f("years and months duration", &["from", "to"], 2, years_and_months),
+    f("now", &[], 0, |ev, _| Ok(Value::DateTime(DateTime::from_epoch_millis(ev.env.now_millis)))),
+    f("today", &[], 0, |ev, _| Ok(Value::Date(Date::from_days(ev.env.now_millis.div_euclid(MILLIS_PER_DAY))))),
+    f("day of week", &["date"], 1, |_, a| string(DAY_NAMES[a.date(0)?.weekday() as usize - 1])),
+    f("month of year", &["date"], 1, |_, a| string(MONTH_NAMES[a.date(0)?.ymd().1 as usize - 1])),
+    f("day of year", &["date"], 1, |_, a| Ok(Value::Number(f64::from(a.date(0)?.day_of_year())))),
+    f("week of year", &["date"], 1, |_, a| Ok(Value::Number(f64::from(a.date(0)?.iso_week())))),
+    f("last day of month", &["date"], 1, |_, a| Ok(Value::Number(f64::from(a.date(0)?.last_day_of_month())))),
 ];

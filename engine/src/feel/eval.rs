@@ -22,9 +22,7 @@ pub(crate) enum Frame {
 }
 
 pub(crate) fn error(message: impl Into<String>) -> FeelError {
-    FeelError::Evaluation {
-        message: message.into(),
-    }
+    FeelError::Evaluation { message: message.into() }
 }
 
 pub(crate) struct Evaluator<'a> {
@@ -35,20 +33,14 @@ pub(crate) struct Evaluator<'a> {
 
 impl<'a> Evaluator<'a> {
     pub(crate) fn new(scope: &'a dyn Scope, env: &'a Environment) -> Evaluator<'a> {
-        Evaluator {
-            scope,
-            env,
-            frames: Vec::new(),
-        }
+        Evaluator { scope, env, frames: Vec::new() }
     }
 
     fn local(&self, name: &str) -> Option<&Value> {
         self.frames.iter().rev().find_map(|frame| match frame {
             Frame::Var(n, v) => (**n == *name).then_some(v),
             Frame::Item(v) if name == "item" => Some(v),
-            Frame::Item(Value::Context(entries)) | Frame::Context(entries) => {
-                context_get(entries, name)
-            }
+            Frame::Item(Value::Context(entries)) | Frame::Context(entries) => context_get(entries, name),
             Frame::Item(_) => None,
         })
     }
@@ -67,22 +59,15 @@ impl<'a> Evaluator<'a> {
             Ast::Var { name, path } => self.lookup(name, path).unwrap_or(Value::Null),
             Ast::Path(base, key) => {
                 let base = self.eval(base)?;
-                base.select_path(slice::from_ref(key))
-                    .unwrap_or(Value::Null)
+                base.select_path(slice::from_ref(key)).unwrap_or(Value::Null)
             }
             Ast::Filter(base, condition) => {
                 let base = self.eval(base)?;
                 self.filter(base, condition)?
             }
-            Ast::List(items) => Value::List(
-                items
-                    .iter()
-                    .map(|i| self.eval(i))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Ast::List(items) => Value::List(items.iter().map(|i| self.eval(i)).collect::<Result<_, _>>()?),
             Ast::Context(entries) => {
-                self.frames
-                    .push(Frame::Context(Vec::with_capacity(entries.len())));
+                self.frames.push(Frame::Context(Vec::with_capacity(entries.len())));
                 for (key, value) in entries {
                     let value = self.eval(value)?;
                     if let Some(Frame::Context(built)) = self.frames.last_mut() {
@@ -128,10 +113,7 @@ impl<'a> Evaluator<'a> {
                 let value = self.eval(value)?;
                 let low = self.eval(low)?;
                 let high = self.eval(high)?;
-                and3(
-                    compare(CompareOp::Ge, &value, &low),
-                    compare(CompareOp::Le, &value, &high),
-                )
+                and3(compare(CompareOp::Ge, &value, &low), compare(CompareOp::Le, &value, &high))
             }
             Ast::In(value, tests) => {
                 let value = self.eval(value)?;
@@ -171,16 +153,8 @@ impl<'a> Evaluator<'a> {
                 }
                 Value::List(results)
             }
-            Ast::Quantified {
-                every,
-                bindings,
-                condition,
-            } => self.quantified(*every, bindings, condition)?,
-            Ast::Call {
-                name,
-                builtin,
-                args,
-            } => self.call(name, *builtin, args)?,
+            Ast::Quantified { every, bindings, condition } => self.quantified(*every, bindings, condition)?,
+            Ast::Call { name, builtin, args } => self.call(name, *builtin, args)?,
             Ast::Lambda(lambda) => Value::Function(Function(Arc::new(Closure {
                 lambda: Arc::clone(lambda),
                 captured: self.frames.clone(),
@@ -219,9 +193,7 @@ impl<'a> Evaluator<'a> {
             UnaryTest::Compare(op, endpoint) => compare(*op, input, &self.eval(endpoint)?),
             UnaryTest::Range(range) => self.in_range(input, range)?,
             UnaryTest::Equals(expected) => match self.eval(expected)? {
-                Value::List(items) => {
-                    Value::Bool(items.iter().any(|item| feel_eq(input, item) == Some(true)))
-                }
+                Value::List(items) => Value::Bool(items.iter().any(|item| feel_eq(input, item) == Some(true))),
                 expected => feel_eq(input, &expected).map_or(Value::Null, Value::Bool),
             },
         })
@@ -230,20 +202,9 @@ impl<'a> Evaluator<'a> {
     fn in_range(&mut self, input: &Value, range: &Range) -> Result<Value, FeelError> {
         let start = self.eval(&range.start)?;
         let end = self.eval(&range.end)?;
-        let low = if range.start_inclusive {
-            CompareOp::Ge
-        } else {
-            CompareOp::Gt
-        };
-        let high = if range.end_inclusive {
-            CompareOp::Le
-        } else {
-            CompareOp::Lt
-        };
-        Ok(and3(
-            compare(low, input, &start),
-            compare(high, input, &end),
-        ))
+        let low = if range.start_inclusive { CompareOp::Ge } else { CompareOp::Gt };
+        let high = if range.end_inclusive { CompareOp::Le } else { CompareOp::Lt };
+        Ok(and3(compare(low, input, &start), compare(high, input, &end)))
     }
 
     /// Evaluates `body` for every combination of the bindings, appending to `results`; `false` if an
@@ -264,22 +225,14 @@ impl<'a> Evaluator<'a> {
                 _ => return Ok(false),
             },
             Iteration::Span(from, to) => match (self.eval(from)?, self.eval(to)?) {
-                (Value::Number(from), Value::Number(to))
-                    if from.fract() == 0.0 && to.fract() == 0.0 =>
-                {
+                (Value::Number(from), Value::Number(to)) if from.fract() == 0.0 && to.fract() == 0.0 => {
                     let (from, to) = (from as i64, to as i64);
                     if from.abs_diff(to) > 10_000_000 {
                         return Err(error(format!("range {from}..{to} is too large to iterate")));
                     }
-                    let numbers: Vec<i64> = if from <= to {
-                        (from..=to).collect()
-                    } else {
-                        (to..=from).rev().collect()
-                    };
-                    numbers
-                        .into_iter()
-                        .map(|n| Value::Number(n as f64))
-                        .collect()
+                    let numbers: Vec<i64> =
+                        if from <= to { (from..=to).collect() } else { (to..=from).rev().collect() };
+                    numbers.into_iter().map(|n| Value::Number(n as f64)).collect()
                 }
                 _ => return Ok(false),
             },
@@ -305,19 +258,10 @@ impl<'a> Evaluator<'a> {
         if !self.for_each(bindings, condition, &mut results)? {
             return Ok(Value::Null);
         }
-        Ok(Value::Bool(if every {
-            results.iter().all(Value::is_truthy)
-        } else {
-            results.iter().any(Value::is_truthy)
-        }))
+        Ok(Value::Bool(if every { results.iter().all(Value::is_truthy) } else { results.iter().any(Value::is_truthy) }))
     }
 
-    fn call(
-        &mut self,
-        name: &str,
-        builtin: Option<&'static Builtin>,
-        args: &Args,
-    ) -> Result<Value, FeelError> {
+    fn call(&mut self, name: &str, builtin: Option<&'static Builtin>, args: &Args) -> Result<Value, FeelError> {
         if let Some(Value::Function(function)) = self.local(name) {
             let function = function.clone();
             let params = &function.0.lambda.params;
@@ -326,10 +270,10 @@ impl<'a> Evaluator<'a> {
                 Args::Named(named) => {
                     let mut values = vec![Value::Null; params.len()];
                     for (param, arg) in named {
-                        let index =
-                            params.iter().position(|p| **p == **param).ok_or_else(|| {
-                                error(format!("function '{name}' has no parameter '{param}'"))
-                            })?;
+                        let index = params
+                            .iter()
+                            .position(|p| **p == **param)
+                            .ok_or_else(|| error(format!("function '{name}' has no parameter '{param}'")))?;
                         values[index] = self.eval(arg)?;
                     }
                     values
@@ -342,18 +286,12 @@ impl<'a> Evaluator<'a> {
             Args::Named(named) => named.len(),
         };
         let Some(builtin) = builtin else {
-            return Err(error(format!(
-                "no function '{name}' with {count} argument(s)"
-            )));
+            return Err(error(format!("no function '{name}' with {count} argument(s)")));
         };
         if builtin.name == "is defined" {
             return match args {
-                Args::Positional(list) if list.len() == 1 => {
-                    Ok(Value::Bool(self.is_defined(&list[0])?))
-                }
-                _ => Err(error(format!(
-                    "no function '{name}' with {count} argument(s)"
-                ))),
+                Args::Positional(list) if list.len() == 1 => Ok(Value::Bool(self.is_defined(&list[0])?)),
+                _ => Err(error(format!("no function '{name}' with {count} argument(s)"))),
             };
         }
         let values = match args {
@@ -365,20 +303,12 @@ impl<'a> Evaluator<'a> {
                         .params
                         .iter()
                         .position(|p| p.split('|').any(|alternative| alternative == param))
-                        .ok_or_else(|| {
-                            error(format!("function '{name}' has no parameter '{param}'"))
-                        })?;
+                        .ok_or_else(|| error(format!("function '{name}' has no parameter '{param}'")))?;
                     values[index] = Some(self.eval(arg)?);
                 }
-                let given = values
-                    .iter()
-                    .rposition(Option::is_some)
-                    .map_or(0, |last| last + 1);
+                let given = values.iter().rposition(Option::is_some).map_or(0, |last| last + 1);
                 values.truncate(given);
-                values
-                    .into_iter()
-                    .map(|v| v.unwrap_or(Value::Null))
-                    .collect()
+                values.into_iter().map(|v| v.unwrap_or(Value::Null)).collect()
             }
         };
         builtins::call(self, builtin, values)
@@ -402,11 +332,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Calls a user-defined function with its captured locals and the given arguments bound.
-    pub(crate) fn invoke(
-        &mut self,
-        function: &Function,
-        args: Vec<Value>,
-    ) -> Result<Value, FeelError> {
+    pub(crate) fn invoke(&mut self, function: &Function, args: Vec<Value>) -> Result<Value, FeelError> {
         let closure = &function.0;
         if args.len() != closure.lambda.params.len() {
             return Err(error(format!(
@@ -416,15 +342,7 @@ impl<'a> Evaluator<'a> {
             )));
         }
         let mut frames = closure.captured.clone();
-        frames.extend(
-            closure
-                .lambda
-                .params
-                .iter()
-                .cloned()
-                .zip(args)
-                .map(|(p, v)| Frame::Var(p, v)),
-        );
+        frames.extend(closure.lambda.params.iter().cloned().zip(args).map(|(p, v)| Frame::Var(p, v)));
         let saved = std::mem::replace(&mut self.frames, frames);
         let result = self.eval(&closure.lambda.body);
         self.frames = saved;
@@ -451,11 +369,7 @@ fn select_index(mut items: Vec<Value>, index: f64) -> Value {
         return Value::Null;
     }
     let len = items.len() as f64;
-    let position = if index > 0.0 {
-        index - 1.0
-    } else {
-        len + index
-    };
+    let position = if index > 0.0 { index - 1.0 } else { len + index };
     if index == 0.0 || position < 0.0 || position >= len {
         return Value::Null;
     }
@@ -496,23 +410,15 @@ pub(crate) fn number(n: f64) -> Value {
 }
 
 fn shift_date(date: Date, millis: i64) -> Option<Value> {
-    let total = date
-        .days()
-        .checked_mul(MILLIS_PER_DAY)?
-        .checked_add(millis)?;
-    Some(Value::Date(Date::from_days(
-        total.div_euclid(MILLIS_PER_DAY),
-    )))
+    let total = date.days().checked_mul(MILLIS_PER_DAY)?.checked_add(millis)?;
+    Some(Value::Date(Date::from_days(total.div_euclid(MILLIS_PER_DAY))))
 }
 
 /// Arithmetic with FEEL's rules: `null` if an operand is `null`, the operation is undefined for the
 /// operand types, or the result is not a finite number (e.g. division by zero).
 pub(crate) fn arith(op: ArithOp, a: Value, b: Value) -> Value {
     use ArithOp::{Add, Div, Mul, Pow, Sub};
-    use Value::{
-        Date as D, DateTime as Dt, DayTimeDuration as Dtd, Number as N, Time as T,
-        YearMonthDuration as Ymd,
-    };
+    use Value::{Date as D, DateTime as Dt, DayTimeDuration as Dtd, Number as N, Time as T, YearMonthDuration as Ymd};
     let result = match (op, a, b) {
         (_, Value::Null, _) | (_, _, Value::Null) => None,
         (op, N(x), N(y)) => Some(number(match op {
@@ -533,19 +439,15 @@ pub(crate) fn arith(op: ArithOp, a: Value, b: Value) -> Value {
         (Add, D(d), Ymd(m)) | (Add, Ymd(m), D(d)) => d.add_months(m).map(D),
         (Sub, D(d), Ymd(m)) => d.add_months(-m).map(D),
         (Sub, D(x), D(y)) => Some(Dtd((x.days() - y.days()) * MILLIS_PER_DAY)),
-        (Add, T(t), Dtd(ms)) | (Add, Dtd(ms), T(t)) => Some(T(Time::from_millis(
-            t.millis_of_day() + ms % MILLIS_PER_DAY,
-            t.offset(),
-        ))),
-        (Sub, T(t), Dtd(ms)) => Some(T(Time::from_millis(
-            t.millis_of_day() - ms % MILLIS_PER_DAY,
-            t.offset(),
-        ))),
+        (Add, T(t), Dtd(ms)) | (Add, Dtd(ms), T(t)) => {
+            Some(T(Time::from_millis(t.millis_of_day() + ms % MILLIS_PER_DAY, t.offset())))
+        }
+        (Sub, T(t), Dtd(ms)) => Some(T(Time::from_millis(t.millis_of_day() - ms % MILLIS_PER_DAY, t.offset()))),
         (Sub, T(x), T(y)) => match (x.offset(), y.offset()) {
             (None, None) => Some(Dtd(x.millis_of_day() - y.millis_of_day())),
-            (Some(p), Some(q)) => Some(Dtd(x.millis_of_day()
-                - y.millis_of_day()
-                - (i64::from(p) - i64::from(q)) * 1000)),
+            (Some(p), Some(q)) => {
+                Some(Dtd(x.millis_of_day() - y.millis_of_day() - (i64::from(p) - i64::from(q)) * 1000))
+            }
             _ => None,
         },
         (Add, Dtd(x), Dtd(y)) => x.checked_add(y).map(Dtd),

@@ -48,10 +48,7 @@ pub struct Expression {
 impl Expression {
     /// Parses a FEEL expression (without the leading `=` that BPMN attributes use; callers strip it).
     pub fn parse(source: &str) -> Result<Expression, FeelError> {
-        Ok(Expression {
-            source: source.to_string(),
-            ast: parser::parse(source)?,
-        })
+        Ok(Expression { source: source.to_string(), ast: parser::parse(source)? })
     }
 
     /// The text the expression was parsed from.

@@ -29,10 +29,8 @@ struct Token {
     pos: usize,
 }
 
-const SYMBOLS: [&str; 22] = [
-    "**", "..", "!=", "<=", ">=", "(", ")", "[", "]", "{", "}", ",", ".", ":", "=", "<", ">", "+",
-    "-", "*", "/", "@",
-];
+const SYMBOLS: [&str; 22] =
+    ["**", "..", "!=", "<=", ">=", "(", ")", "[", "]", "{", "}", ",", ".", ":", "=", "<", ">", "+", "-", "*", "/", "@"];
 
 /// Type names accepted after `instance of`, longest first.
 const TYPE_NAMES: [&str; 13] = [
@@ -52,27 +50,14 @@ const TYPE_NAMES: [&str; 13] = [
 ];
 
 /// Words that join expressions, so a run of words containing one is not a function name.
-const OPERATOR_WORDS: [&str; 10] = [
-    "and",
-    "or",
-    "in",
-    "between",
-    "instance",
-    "of",
-    "then",
-    "else",
-    "return",
-    "satisfies",
-];
+const OPERATOR_WORDS: [&str; 10] =
+    ["and", "or", "in", "between", "instance", "of", "then", "else", "return", "satisfies"];
 
 /// Deepest nesting the parser accepts, so that hostile input cannot overflow the stack.
 const MAX_DEPTH: usize = 128;
 
 fn syntax(position: usize, message: impl Into<String>) -> FeelError {
-    FeelError::Syntax {
-        position,
-        message: message.into(),
-    }
+    FeelError::Syntax { position, message: message.into() }
 }
 
 fn is_name_start(c: char) -> bool {
@@ -94,13 +79,9 @@ fn lex(src: &str) -> Result<Vec<Token>, FeelError> {
         } else if src[i..].starts_with("//") {
             i = src[i..].find('\n').map_or(src.len(), |n| i + n);
         } else if src[i..].starts_with("/*") {
-            let close = src[i + 2..]
-                .find("*/")
-                .ok_or_else(|| syntax(i, "unterminated comment"))?;
+            let close = src[i + 2..].find("*/").ok_or_else(|| syntax(i, "unterminated comment"))?;
             i += close + 4;
-        } else if c.is_ascii_digit()
-            || (c == '.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
-        {
+        } else if c.is_ascii_digit() || (c == '.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             let start = i;
             while i < src.len() && bytes[i].is_ascii_digit() {
                 i += 1;
@@ -111,52 +92,30 @@ fn lex(src: &str) -> Result<Vec<Token>, FeelError> {
                     i += 1;
                 }
             }
-            let number = src[start..i]
-                .parse()
-                .map_err(|_| syntax(start, "invalid number"))?;
-            tokens.push(Token {
-                tok: Tok::Number(number),
-                pos: start,
-            });
+            let number = src[start..i].parse().map_err(|_| syntax(start, "invalid number"))?;
+            tokens.push(Token { tok: Tok::Number(number), pos: start });
         } else if c == '"' {
             let (text, end) = lex_string(src, i)?;
-            tokens.push(Token {
-                tok: Tok::Str(text),
-                pos: i,
-            });
+            tokens.push(Token { tok: Tok::Str(text), pos: i });
             i = end;
         } else if c == '`' {
-            let close = src[i + 1..]
-                .find('`')
-                .ok_or_else(|| syntax(i, "unterminated `name`"))?;
-            tokens.push(Token {
-                tok: Tok::Quoted(src[i + 1..i + 1 + close].to_string()),
-                pos: i,
-            });
+            let close = src[i + 1..].find('`').ok_or_else(|| syntax(i, "unterminated `name`"))?;
+            tokens.push(Token { tok: Tok::Quoted(src[i + 1..i + 1 + close].to_string()), pos: i });
             i += close + 2;
         } else if is_name_start(c) {
             let start = i;
             while let Some(c) = src[i..].chars().next().filter(|c| is_name_part(*c)) {
                 i += c.len_utf8();
             }
-            tokens.push(Token {
-                tok: Tok::Name(src[start..i].to_string()),
-                pos: start,
-            });
+            tokens.push(Token { tok: Tok::Name(src[start..i].to_string()), pos: start });
         } else if let Some(sym) = SYMBOLS.iter().find(|s| src[i..].starts_with(**s)) {
-            tokens.push(Token {
-                tok: Tok::Sym(sym),
-                pos: i,
-            });
+            tokens.push(Token { tok: Tok::Sym(sym), pos: i });
             i += sym.len();
         } else {
             return Err(syntax(i, format!("unexpected character '{c}'")));
         }
     }
-    tokens.push(Token {
-        tok: Tok::End,
-        pos: src.len(),
-    });
+    tokens.push(Token { tok: Tok::End, pos: src.len() });
     Ok(tokens)
 }
 
@@ -209,12 +168,7 @@ fn describe(tok: &Tok) -> String {
 }
 
 pub(crate) fn parse(src: &str) -> Result<Ast, FeelError> {
-    let mut parser = Parser {
-        tokens: lex(src)?,
-        i: 0,
-        depth: 0,
-        in_range_end: false,
-    };
+    let mut parser = Parser { tokens: lex(src)?, i: 0, depth: 0, in_range_end: false };
     let ast = parser.expression()?;
     if parser.peek() != &Tok::End {
         return Err(parser.expected("end of input"));
@@ -253,10 +207,7 @@ impl Parser {
     }
 
     fn expected(&self, what: &str) -> FeelError {
-        syntax(
-            self.pos(),
-            format!("expected {what}, found {}", describe(self.peek())),
-        )
+        syntax(self.pos(), format!("expected {what}, found {}", describe(self.peek())))
     }
 
     fn is_sym(&self, sym: &str) -> bool {
@@ -385,11 +336,7 @@ impl Parser {
     fn type_name(&mut self) -> Result<&'static str, FeelError> {
         for ty in TYPE_NAMES {
             let words: Vec<&str> = ty.split(' ').collect();
-            if words
-                .iter()
-                .enumerate()
-                .all(|(n, w)| self.is_keyword_at(n, w))
-            {
+            if words.iter().enumerate().all(|(n, w)| self.is_keyword_at(n, w)) {
                 self.i += words.len();
                 return Ok(ty);
             }
@@ -455,12 +402,7 @@ impl Parser {
         } else {
             return Err(self.expected("']' or ')'"));
         };
-        Ok(UnaryTest::Range(Range {
-            start,
-            start_inclusive,
-            end,
-            end_inclusive,
-        }))
+        Ok(UnaryTest::Range(Range { start, start_inclusive, end, end_inclusive }))
     }
 
     fn additive(&mut self) -> Result<Ast, FeelError> {
@@ -578,10 +520,7 @@ impl Parser {
                 if self.is_sym("(") {
                     return self.call(name.into(), None);
                 }
-                Ok(Ast::Var {
-                    name: name.into(),
-                    path: Vec::new(),
-                })
+                Ok(Ast::Var { name: name.into(), path: Vec::new() })
             }
             _ => Err(self.expected("an expression")),
         }
@@ -646,9 +585,7 @@ impl Parser {
             }
             "if" => return self.if_expression(),
             "for" => return self.for_expression(),
-            "some" | "every" if self.is_keyword_at(2, "in") => {
-                return self.quantified(word == "every")
-            }
+            "some" | "every" if self.is_keyword_at(2, "in") => return self.quantified(word == "every"),
             "function" if matches!(self.peek_at(1), Tok::Sym("(")) => return self.lambda(),
             _ => {}
         }
@@ -663,31 +600,21 @@ impl Parser {
             let count = words.len();
             let name = words.join(" ");
             let builtin = builtins::lookup(&name);
-            if builtin.is_some() || count == 1 || !words.iter().any(|w| OPERATOR_WORDS.contains(w))
-            {
+            if builtin.is_some() || count == 1 || !words.iter().any(|w| OPERATOR_WORDS.contains(w)) {
                 self.i += count;
                 return self.call(name.into(), builtin);
             }
         }
         self.advance();
-        Ok(Ast::Var {
-            name: word.into(),
-            path: Vec::new(),
-        })
+        Ok(Ast::Var { name: word.into(), path: Vec::new() })
     }
 
-    fn call(
-        &mut self,
-        name: Arc<str>,
-        builtin: Option<&'static builtins::Builtin>,
-    ) -> Result<Ast, FeelError> {
+    fn call(&mut self, name: Arc<str>, builtin: Option<&'static builtins::Builtin>) -> Result<Ast, FeelError> {
         self.expect_sym("(")?;
         let args = if self.words_before_colon().is_some() {
             let mut named = Vec::new();
             loop {
-                let (param, words) = self
-                    .words_before_colon()
-                    .ok_or_else(|| self.expected("a parameter name"))?;
+                let (param, words) = self.words_before_colon().ok_or_else(|| self.expected("a parameter name"))?;
                 self.i += words + 1;
                 named.push((param, self.expression()?));
                 if self.eat_sym(")") {
@@ -699,11 +626,7 @@ impl Parser {
         } else {
             Args::Positional(self.comma_separated(")")?)
         };
-        Ok(Ast::Call {
-            name,
-            builtin,
-            args,
-        })
+        Ok(Ast::Call { name, builtin, args })
     }
 
     fn if_expression(&mut self) -> Result<Ast, FeelError> {
@@ -713,11 +636,7 @@ impl Parser {
         let then = self.expression()?;
         self.expect_keyword("else")?;
         let otherwise = self.expression()?;
-        Ok(Ast::If(
-            Box::new(condition),
-            Box::new(then),
-            Box::new(otherwise),
-        ))
+        Ok(Ast::If(Box::new(condition), Box::new(then), Box::new(otherwise)))
     }
 
     fn for_expression(&mut self) -> Result<Ast, FeelError> {
@@ -754,11 +673,7 @@ impl Parser {
         }
         self.expect_keyword("satisfies")?;
         let condition = Box::new(self.expression()?);
-        Ok(Ast::Quantified {
-            every,
-            bindings,
-            condition,
-        })
+        Ok(Ast::Quantified { every, bindings, condition })
     }
 
     fn lambda(&mut self) -> Result<Ast, FeelError> {

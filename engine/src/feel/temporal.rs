@@ -58,9 +58,7 @@ impl Date {
         let month_from_march = i64::from((month + 9) % 12);
         let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
         let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-        Some(Date {
-            days: era * 146_097 + day_of_era - 719_468,
-        })
+        Some(Date { days: era * 146_097 + day_of_era - 719_468 })
     }
 
     pub(crate) fn from_days(days: i64) -> Date {
@@ -76,16 +74,11 @@ impl Date {
         let z = self.days + 719_468;
         let era = z.div_euclid(146_097);
         let day_of_era = z - era * 146_097;
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
         let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
         let month_from_march = (5 * day_of_year + 2) / 153;
         let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-        let month = if month_from_march < 10 {
-            month_from_march + 3
-        } else {
-            month_from_march - 9
-        } as u32;
+        let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 } as u32;
         let year = year_of_era + era * 400 + i64::from(month <= 2);
         (year, month, day)
     }
@@ -105,9 +98,7 @@ impl Date {
     /// ISO-8601 week number.
     pub fn iso_week(self) -> u32 {
         // The week belongs to the year of its Thursday.
-        let thursday = Date {
-            days: self.days - i64::from(self.weekday()) + 4,
-        };
+        let thursday = Date { days: self.days - i64::from(self.weekday()) + 4 };
         (thursday.day_of_year() - 1) / 7 + 1
     }
 
@@ -136,11 +127,7 @@ impl Date {
             return None;
         }
         let year: i64 = digits(y)?;
-        Date::from_ymd(
-            if negative { -year } else { year },
-            digits(m)? as u32,
-            digits(d)? as u32,
-        )
+        Date::from_ymd(if negative { -year } else { year }, digits(m)? as u32, digits(d)? as u32)
     }
 }
 
@@ -200,8 +187,7 @@ fn write_offset(f: &mut fmt::Formatter<'_>, offset: Option<i32>) -> fmt::Result 
 impl Time {
     /// The time `hour:minute:second` (second may carry a fraction) with an optional offset in seconds.
     pub fn from_hms(hour: i64, minute: i64, second: f64, offset: Option<i32>) -> Option<Time> {
-        if !(0..24).contains(&hour) || !(0..60).contains(&minute) || !(0.0..60.0).contains(&second)
-        {
+        if !(0..24).contains(&hour) || !(0..60).contains(&minute) || !(0.0..60.0).contains(&second) {
             return None;
         }
         let millis = (hour * 3600 + minute * 60) * 1000 + (second * 1000.0).round() as i64;
@@ -209,10 +195,7 @@ impl Time {
     }
 
     pub(crate) fn from_millis(millis: i64, offset: Option<i32>) -> Time {
-        Time {
-            millis: millis.rem_euclid(MILLIS_PER_DAY),
-            offset,
-        }
+        Time { millis: millis.rem_euclid(MILLIS_PER_DAY), offset }
     }
 
     /// Milliseconds since midnight (local).
@@ -255,11 +238,7 @@ impl Time {
                     return None;
                 }
                 let whole = digits(whole)? as f64;
-                let fraction = if fraction.is_empty() {
-                    0.0
-                } else {
-                    format!("0.{fraction}").parse::<f64>().ok()?
-                };
+                let fraction = if fraction.is_empty() { 0.0 } else { format!("0.{fraction}").parse::<f64>().ok()? };
                 whole + fraction
             }
         };
@@ -269,9 +248,7 @@ impl Time {
     fn compare(self, other: Time) -> Option<Ordering> {
         match (self.offset, other.offset) {
             (None, None) => Some(self.millis.cmp(&other.millis)),
-            (Some(a), Some(b)) => {
-                Some((self.millis - i64::from(a) * 1000).cmp(&(other.millis - i64::from(b) * 1000)))
-            }
+            (Some(a), Some(b)) => Some((self.millis - i64::from(a) * 1000).cmp(&(other.millis - i64::from(b) * 1000))),
             _ => None,
         }
     }
@@ -279,13 +256,7 @@ impl Time {
 
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:02}:{:02}:{:02}",
-            self.hour(),
-            self.minute(),
-            self.second()
-        )?;
+        write!(f, "{:02}:{:02}:{:02}", self.hour(), self.minute(), self.second())?;
         let fraction = self.millis % 1000;
         if fraction != 0 {
             let text = format!("{fraction:03}");
@@ -302,10 +273,7 @@ impl DateTime {
 
     /// The UTC date-time at the given epoch milliseconds.
     pub fn from_epoch_millis(millis: i64) -> DateTime {
-        DateTime {
-            date: Date::from_days(millis.div_euclid(MILLIS_PER_DAY)),
-            time: Time::from_millis(millis, Some(0)),
-        }
+        DateTime { date: Date::from_days(millis.div_euclid(MILLIS_PER_DAY)), time: Time::from_millis(millis, Some(0)) }
     }
 
     pub fn date(self) -> Date {
@@ -322,26 +290,18 @@ impl DateTime {
     }
 
     fn from_local_millis(millis: i64, offset: Option<i32>) -> DateTime {
-        DateTime {
-            date: Date::from_days(millis.div_euclid(MILLIS_PER_DAY)),
-            time: Time::from_millis(millis, offset),
-        }
+        DateTime { date: Date::from_days(millis.div_euclid(MILLIS_PER_DAY)), time: Time::from_millis(millis, offset) }
     }
 
     /// Epoch milliseconds, if the date-time has an offset.
     pub fn epoch_millis(self) -> Option<i64> {
-        self.time
-            .offset
-            .map(|offset| self.local_millis() - i64::from(offset) * 1000)
+        self.time.offset.map(|offset| self.local_millis() - i64::from(offset) * 1000)
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]`.
     pub fn parse(s: &str) -> Option<DateTime> {
         let (date, time) = s.split_once('T')?;
-        Some(DateTime {
-            date: Date::parse(date)?,
-            time: Time::parse(time)?,
-        })
+        Some(DateTime { date: Date::parse(date)?, time: Time::parse(time)? })
     }
 
     pub(crate) fn add_millis(self, millis: i64) -> DateTime {
@@ -349,10 +309,7 @@ impl DateTime {
     }
 
     pub(crate) fn add_months(self, months: i64) -> Option<DateTime> {
-        Some(DateTime {
-            date: self.date.add_months(months)?,
-            time: self.time,
-        })
+        Some(DateTime { date: self.date.add_months(months)?, time: self.time })
     }
 
     /// Milliseconds from `other` to `self`, if both are local or both have an offset.
@@ -413,18 +370,8 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         match unit {
             'Y' => (months, has_months) = (months.checked_add(whole.checked_mul(12)?)?, true),
             'M' => (months, has_months) = (months.checked_add(whole)?, true),
-            'W' => {
-                (millis, has_time) = (
-                    millis.checked_add(whole.checked_mul(7 * MILLIS_PER_DAY)?)?,
-                    true,
-                )
-            }
-            'D' => {
-                (millis, has_time) = (
-                    millis.checked_add(whole.checked_mul(MILLIS_PER_DAY)?)?,
-                    true,
-                )
-            }
+            'W' => (millis, has_time) = (millis.checked_add(whole.checked_mul(7 * MILLIS_PER_DAY)?)?, true),
+            'D' => (millis, has_time) = (millis.checked_add(whole.checked_mul(MILLIS_PER_DAY)?)?, true),
             _ => return None,
         }
     }
@@ -482,11 +429,7 @@ pub(crate) fn format_day_time(f: &mut fmt::Formatter<'_>, millis: i64) -> fmt::R
         write!(f, "{days}D")?;
     }
     if hours == 0 && minutes == 0 && seconds == 0 && fraction == 0 {
-        return if days == 0 {
-            f.write_str("T0S")
-        } else {
-            Ok(())
-        };
+        return if days == 0 { f.write_str("T0S") } else { Ok(()) };
     }
     f.write_str("T")?;
     if hours > 0 {

@@ -70,14 +70,10 @@ impl Value {
             serde_json::Value::Bool(b) => Value::Bool(*b),
             serde_json::Value::Number(n) => n.as_f64().map_or(Value::Null, Value::Number),
             serde_json::Value::String(s) => Value::String(s.clone()),
-            serde_json::Value::Array(items) => {
-                Value::List(items.iter().map(Value::from_json).collect())
+            serde_json::Value::Array(items) => Value::List(items.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(map) => {
+                Value::Context(map.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
             }
-            serde_json::Value::Object(map) => Value::Context(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
-                    .collect(),
-            ),
         }
     }
 
@@ -89,15 +85,10 @@ impl Value {
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Number(n) => number_to_json(*n),
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::List(items) => {
-                serde_json::Value::Array(items.iter().map(Value::to_json).collect())
+            Value::List(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
+            Value::Context(entries) => {
+                serde_json::Value::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
             }
-            Value::Context(entries) => serde_json::Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
-                    .collect(),
-            ),
             Value::Date(_)
             | Value::Time(_)
             | Value::DateTime(_)
@@ -158,10 +149,9 @@ impl Value {
             ("hour", _, Some(t), _) => number(t.hour()),
             ("minute", _, Some(t), _) => number(t.minute()),
             ("second", _, Some(t), _) => number(t.second()),
-            ("time offset", _, Some(t), _) => Some(
-                t.offset()
-                    .map_or(Value::Null, |o| Value::DayTimeDuration(i64::from(o) * 1000)),
-            ),
+            ("time offset", _, Some(t), _) => {
+                Some(t.offset().map_or(Value::Null, |o| Value::DayTimeDuration(i64::from(o) * 1000)))
+            }
             ("days", _, _, Value::DayTimeDuration(ms)) => number(ms / temporal::MILLIS_PER_DAY),
             ("hours", _, _, Value::DayTimeDuration(ms)) => number(ms / 3_600_000 % 24),
             ("minutes", _, _, Value::DayTimeDuration(ms)) => number(ms / 60_000 % 60),
@@ -181,10 +171,7 @@ impl Value {
                 Value::Context(entries) => current = context_get(entries, key)?,
                 Value::List(items) => {
                     return Some(Value::List(
-                        items
-                            .iter()
-                            .map(|item| item.select_path(&path[i..]).unwrap_or(Value::Null))
-                            .collect(),
+                        items.iter().map(|item| item.select_path(&path[i..]).unwrap_or(Value::Null)).collect(),
                     ))
                 }
                 other => {

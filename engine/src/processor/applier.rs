@@ -5,7 +5,7 @@
 
 use waggle_protocol::key;
 use waggle_protocol::record::{
-    Intent, IncidentIntent, JobBatchIntent, JobIntent, MessageIntent, MessageStartEventSubscriptionIntent,
+    IncidentIntent, Intent, JobBatchIntent, JobIntent, MessageIntent, MessageStartEventSubscriptionIntent,
     MessageSubscriptionIntent, ProcessInstanceCreationIntent, ProcessInstanceIntent, ProcessIntent,
     ProcessMessageSubscriptionIntent, Record, RecordType, RecordValue, VariableIntent,
 };
@@ -14,9 +14,7 @@ use super::ModelCache;
 use crate::model::{ElementKind, EndKind, ProcessModel};
 use crate::state::tables::elements::{ElementInstance, Lifecycle};
 use crate::state::tables::jobs::{Job, JobState};
-use crate::state::tables::subscriptions::{
-    MessageSubscription, ProcessMessageSubscription, ProcessSubscriptionState,
-};
+use crate::state::tables::subscriptions::{MessageSubscription, ProcessMessageSubscription, ProcessSubscriptionState};
 use crate::state::tables::variables::Variable;
 use crate::state::tables::{elements, incidents, jobs, messages, meta, processes, subscriptions, variables};
 use crate::state::KvWrite;
@@ -37,7 +35,10 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
         (Intent::ProcessInstance(intent), RecordValue::ProcessInstance(pi)) => {
             apply_element(kv, models, *intent, record.key, pi)
         }
-        (Intent::ProcessInstanceCreation(ProcessInstanceCreationIntent::Created), RecordValue::ProcessInstanceCreation(c)) => {
+        (
+            Intent::ProcessInstanceCreation(ProcessInstanceCreationIntent::Created),
+            RecordValue::ProcessInstanceCreation(c),
+        ) => {
             if c.await_result {
                 elements::set_awaited_result(kv, c.process_instance_key, &c.fetch_variables);
             }
@@ -123,13 +124,15 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
             }
             _ => {}
         },
-        (Intent::MessageStartEventSubscription(intent), RecordValue::MessageStartEventSubscription(s)) => match intent {
-            MessageStartEventSubscriptionIntent::Created => subscriptions::put_start(kv, s),
-            MessageStartEventSubscriptionIntent::Deleted => subscriptions::remove_start(kv, s),
-            MessageStartEventSubscriptionIntent::Correlated => {
-                messages::mark_correlated(kv, s.message_key, &s.bpmn_process_id)
+        (Intent::MessageStartEventSubscription(intent), RecordValue::MessageStartEventSubscription(s)) => {
+            match intent {
+                MessageStartEventSubscriptionIntent::Created => subscriptions::put_start(kv, s),
+                MessageStartEventSubscriptionIntent::Deleted => subscriptions::remove_start(kv, s),
+                MessageStartEventSubscriptionIntent::Correlated => {
+                    messages::mark_correlated(kv, s.message_key, &s.bpmn_process_id)
+                }
             }
-        },
+        }
         _ => {}
     }
 }
@@ -145,7 +148,14 @@ fn apply_element(
         ProcessInstanceIntent::ElementActivating => {
             elements::insert(
                 kv,
-                &ElementInstance { key, lifecycle: Lifecycle::Activating, record: pi.clone(), active_children: 0, waiting_tokens: 0, job_key: -1 },
+                &ElementInstance {
+                    key,
+                    lifecycle: Lifecycle::Activating,
+                    record: pi.clone(),
+                    active_children: 0,
+                    waiting_tokens: 0,
+                    job_key: -1,
+                },
             );
             if let Some(model) = models.get(kv, pi.process_definition_key) {
                 consume_join_tokens(kv, &model, pi);
@@ -157,9 +167,9 @@ fn apply_element(
         ProcessInstanceIntent::ElementCompleted | ProcessInstanceIntent::ElementTerminated => {
             if intent == ProcessInstanceIntent::ElementCompleted {
                 if let Some(model) = models.get(kv, pi.process_definition_key) {
-                    let ends_scope = model
-                        .find(&pi.element_id)
-                        .is_some_and(|e| matches!(model.element(e).kind, ElementKind::EndEvent { kind: EndKind::Terminate }));
+                    let ends_scope = model.find(&pi.element_id).is_some_and(|e| {
+                        matches!(model.element(e).kind, ElementKind::EndEvent { kind: EndKind::Terminate })
+                    });
                     if ends_scope {
                         clear_join_tokens(kv, &model, pi.flow_scope_key);
                     }
@@ -193,7 +203,11 @@ pub(super) fn is_join(model: &ProcessModel, element: usize) -> bool {
     matches!(e.kind, ElementKind::ParallelGateway) && e.incoming.len() > 1
 }
 
-fn consume_join_tokens(kv: &mut dyn KvWrite, model: &ProcessModel, pi: &waggle_protocol::record::ProcessInstanceRecord) {
+fn consume_join_tokens(
+    kv: &mut dyn KvWrite,
+    model: &ProcessModel,
+    pi: &waggle_protocol::record::ProcessInstanceRecord,
+) {
     let Some(idx) = model.find(&pi.element_id) else { return };
     if !is_join(model, idx) {
         return;

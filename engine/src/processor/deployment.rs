@@ -8,8 +8,7 @@ use std::sync::Arc;
 use waggle_protocol::command::CommandResult;
 use waggle_protocol::record::{
     DeploymentIntent, DeploymentRecord, DeploymentResource, Intent, MessageStartEventSubscriptionIntent,
-    MessageStartEventSubscriptionRecord, ProcessIntent, ProcessMetadata, ProcessRecord, RecordValue,
-    RejectionType,
+    MessageStartEventSubscriptionRecord, ProcessIntent, ProcessMetadata, ProcessRecord, RecordValue, RejectionType,
 };
 
 use super::Ctx;
@@ -37,7 +36,8 @@ impl Ctx<'_> {
         for (i, resource) in record.resources.iter().enumerate() {
             let lower = resource.name.to_ascii_lowercase();
             if lower.ends_with(".dmn") {
-                problems.push(format!("'{}': DMN decision resources are not supported by this engine yet", resource.name));
+                problems
+                    .push(format!("'{}': DMN decision resources are not supported by this engine yet", resource.name));
             } else if lower.ends_with(".form") {
                 problems.push(format!("'{}': form resources are not supported by this engine yet", resource.name));
             } else if !(lower.ends_with(".bpmn") || lower.ends_with(".xml")) {
@@ -59,7 +59,10 @@ impl Ctx<'_> {
             }
         }
         if !problems.is_empty() {
-            let reason = format!("Expected to deploy new resources, but encountered the following errors:\n{}", problems.join("\n"));
+            let reason = format!(
+                "Expected to deploy new resources, but encountered the following errors:\n{}",
+                problems.join("\n")
+            );
             return self.reject(key, intent, RecordValue::Deployment(record), (RejectionType::InvalidArgument, reason));
         }
 
@@ -67,7 +70,10 @@ impl Ctx<'_> {
             let resource = &record.resources[i];
             let sum = checksum(&resource.content);
             let latest = processes::latest(&*self.kv, &tenant_id, &model.bpmn_process_id);
-            let unchanged = latest.as_ref().and_then(|l| processes::get(&*self.kv, l.process_definition_key)).filter(|p| p.resource == resource.content);
+            let unchanged = latest
+                .as_ref()
+                .and_then(|l| processes::get(&*self.kv, l.process_definition_key))
+                .filter(|p| p.resource == resource.content);
             if let Some(previous) = unchanged {
                 record.processes.push(ProcessMetadata {
                     bpmn_process_id: previous.bpmn_process_id,

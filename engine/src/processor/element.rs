@@ -11,9 +11,8 @@ use serde_json::{Map, Value as Json};
 use waggle_protocol::command::{CommandResult, ProcessInstanceCreated};
 use waggle_protocol::key;
 use waggle_protocol::record::{
-    ErrorType, Intent, JobIntent, JobRecord, MessageSubscriptionRecord, ProcessInstanceIntent,
-    ProcessInstanceRecord, ProcessMessageSubscriptionIntent, ProcessMessageSubscriptionRecord, RecordValue,
-    RejectionType,
+    ErrorType, Intent, JobIntent, JobRecord, MessageSubscriptionRecord, ProcessInstanceIntent, ProcessInstanceRecord,
+    ProcessMessageSubscriptionIntent, ProcessMessageSubscriptionRecord, RecordValue, RejectionType,
 };
 
 use super::applier::is_join;
@@ -60,13 +59,22 @@ impl Ctx<'_> {
             bpmn_event_type: e.event_type(),
             ..template.clone()
         };
-        self.event(key, Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating), RecordValue::ProcessInstance(record));
+        self.event(
+            key,
+            Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating),
+            RecordValue::ProcessInstance(record),
+        );
         self.continue_activation(model, key, None);
     }
 
     /// Activation after ELEMENT_ACTIVATING: input mappings, then what the element does.
     /// `payload` are variables the element starts with (a caught error's variables).
-    pub(super) fn continue_activation(&mut self, model: &Arc<ProcessModel>, key: i64, payload: Option<&Map<String, Json>>) {
+    pub(super) fn continue_activation(
+        &mut self,
+        model: &Arc<ProcessModel>,
+        key: i64,
+        payload: Option<&Map<String, Json>>,
+    ) {
         let Some(instance) = elements::get(&*self.kv, key) else { return };
         let Some(idx) = model.find(&instance.record.element_id) else { return };
         let element = model.element(idx);
@@ -90,13 +98,28 @@ impl Ctx<'_> {
             ElementKind::Task { behavior: TaskBehavior::Job(definition), .. } => {
                 let job_type = match self.value_of(&definition.job_type, key) {
                     Ok(t) if !t.is_empty() => t,
-                    Ok(_) => return self.raise_incident(&instance, Failure::new(ErrorType::ExtractValueError, "the job type evaluated to an empty string"), -1),
+                    Ok(_) => {
+                        return self.raise_incident(
+                            &instance,
+                            Failure::new(ErrorType::ExtractValueError, "the job type evaluated to an empty string"),
+                            -1,
+                        )
+                    }
                     Err(failure) => return self.raise_incident(&instance, failure, -1),
                 };
                 let retries = match self.value_of(&definition.retries, key) {
                     Ok(r) => match r.parse::<f64>() {
                         Ok(n) if n.fract() == 0.0 && n >= 0.0 => n as i32,
-                        _ => return self.raise_incident(&instance, Failure::new(ErrorType::ExtractValueError, format!("the job retries must be a non-negative whole number, but were '{r}'")), -1),
+                        _ => {
+                            return self.raise_incident(
+                                &instance,
+                                Failure::new(
+                                    ErrorType::ExtractValueError,
+                                    format!("the job retries must be a non-negative whole number, but were '{r}'"),
+                                ),
+                                -1,
+                            )
+                        }
                     },
                     Err(failure) => return self.raise_incident(&instance, failure, -1),
                 };
@@ -125,7 +148,13 @@ impl Ctx<'_> {
             ElementKind::Task { behavior: TaskBehavior::Script { expression, result_variable }, .. } => {
                 let result = match self.evaluate(expression, key, None) {
                     Ok(v) => v,
-                    Err(e) => return self.raise_incident(&instance, feel_failure(ErrorType::ExtractValueError, "the script", expression.source(), e), -1),
+                    Err(e) => {
+                        return self.raise_incident(
+                            &instance,
+                            feel_failure(ErrorType::ExtractValueError, "the script", expression.source(), e),
+                            -1,
+                        )
+                    }
                 };
                 activated(self);
                 let mut document = Map::new();
@@ -148,12 +177,27 @@ impl Ctx<'_> {
         }
     }
 
-    fn queue_activation(&mut self, model: &Arc<ProcessModel>, element: ElementIdx, flow_scope_key: i64, template: &ProcessInstanceRecord) {
-        self.queue.push_back(Step::Activate { model: model.clone(), element, flow_scope_key, template: template.clone() });
+    fn queue_activation(
+        &mut self,
+        model: &Arc<ProcessModel>,
+        element: ElementIdx,
+        flow_scope_key: i64,
+        template: &ProcessInstanceRecord,
+    ) {
+        self.queue.push_back(Step::Activate {
+            model: model.clone(),
+            element,
+            flow_scope_key,
+            template: template.clone(),
+        });
     }
 
     fn lifecycle_event(&mut self, instance: &ElementInstance, intent: ProcessInstanceIntent) {
-        self.event(instance.key, Intent::ProcessInstance(intent), RecordValue::ProcessInstance(instance.record.clone()));
+        self.event(
+            instance.key,
+            Intent::ProcessInstance(intent),
+            RecordValue::ProcessInstance(instance.record.clone()),
+        );
     }
 
     /// Completes an activated element: ELEMENT_COMPLETING, then [`Ctx::continue_completion`].
@@ -217,7 +261,9 @@ impl Ctx<'_> {
                 tenant_id: r.tenant_id.clone(),
             };
             let variables = Json::Object(variables).to_string();
-            self.out.finished_instances.push((key, CommandResult::ProcessInstanceCompleted { instance: created, variables }));
+            self.out
+                .finished_instances
+                .push((key, CommandResult::ProcessInstanceCompleted { instance: created, variables }));
         }
         if idx == ProcessModel::ROOT {
             return;
@@ -245,7 +291,11 @@ impl Ctx<'_> {
             bpmn_event_type: waggle_protocol::record::BpmnEventType::Unspecified,
             ..from.clone()
         };
-        self.event(key, Intent::ProcessInstance(ProcessInstanceIntent::SequenceFlowTaken), RecordValue::ProcessInstance(record));
+        self.event(
+            key,
+            Intent::ProcessInstance(ProcessInstanceIntent::SequenceFlowTaken),
+            RecordValue::ProcessInstance(record),
+        );
         if is_join(model, f.target) {
             let target = model.element(f.target);
             let ready = target
@@ -267,7 +317,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn choose_flow(&mut self, model: &ProcessModel, idx: ElementIdx, default_flow: Option<usize>, key: i64) -> Result<usize, Failure> {
+    fn choose_flow(
+        &mut self,
+        model: &ProcessModel,
+        idx: ElementIdx,
+        default_flow: Option<usize>,
+        key: i64,
+    ) -> Result<usize, Failure> {
         let element = model.element(idx);
         for &flow in &element.outgoing {
             if Some(flow) == default_flow {
@@ -281,10 +337,22 @@ impl Ctx<'_> {
                 Ok(other) => {
                     return Err(Failure::new(
                         ErrorType::ConditionError,
-                        format!("Expected the condition '{}' of sequence flow '{}' to be a boolean, but it was {}", condition.source(), f.id, other.type_name()),
+                        format!(
+                            "Expected the condition '{}' of sequence flow '{}' to be a boolean, but it was {}",
+                            condition.source(),
+                            f.id,
+                            other.type_name()
+                        ),
                     ))
                 }
-                Err(e) => return Err(feel_failure(ErrorType::ConditionError, &format!("the condition of sequence flow '{}'", f.id), condition.source(), e)),
+                Err(e) => {
+                    return Err(feel_failure(
+                        ErrorType::ConditionError,
+                        &format!("the condition of sequence flow '{}'", f.id),
+                        condition.source(),
+                        e,
+                    ))
+                }
             }
         }
         default_flow.ok_or_else(|| {
@@ -296,14 +364,20 @@ impl Ctx<'_> {
     }
 
     /// Evaluates mappings in the context of `context_scope`; earlier results are visible to later ones.
-    fn evaluate_mappings(&mut self, mappings: &[Mapping], context_scope: i64, target_scope: i64) -> Result<Map<String, Json>, Failure> {
+    fn evaluate_mappings(
+        &mut self,
+        mappings: &[Mapping],
+        context_scope: i64,
+        target_scope: i64,
+    ) -> Result<Map<String, Json>, Failure> {
         let mut values = Map::new();
         for mapping in mappings {
             let value = {
                 let view = ScopeView::new(&*self.kv, context_scope, Some(&values));
                 mapping.source.evaluate(&view, &crate::feel::Environment { now_millis: self.now })
             };
-            let value = value.map_err(|e| feel_failure(ErrorType::IoMappingError, "the mapping", mapping.source.source(), e))?;
+            let value = value
+                .map_err(|e| feel_failure(ErrorType::IoMappingError, "the mapping", mapping.source.source(), e))?;
             if let Some((root, _)) = mapping.target.split_once('.') {
                 if !values.contains_key(root) {
                     let existing = ScopeView::new(&*self.kv, target_scope, None).fetch(&[root.to_string()]);
@@ -324,7 +398,11 @@ impl Ctx<'_> {
                 Ok(Value::Number(n)) => Ok(Value::Number(n).to_json().to_string()),
                 Ok(other) => Err(Failure::new(
                     ErrorType::ExtractValueError,
-                    format!("Expected '{}' to evaluate to a string or number, but it was {}", expression.source(), other.type_name()),
+                    format!(
+                        "Expected '{}' to evaluate to a string or number, but it was {}",
+                        expression.source(),
+                        other.type_name()
+                    ),
                 )),
                 Err(e) => Err(feel_failure(ErrorType::ExtractValueError, "the expression", expression.source(), e)),
             },
@@ -366,7 +444,11 @@ impl Ctx<'_> {
             interrupting: true,
             tenant_id: r.tenant_id.clone(),
         };
-        self.event(instance.key, Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Creating), RecordValue::ProcessMessageSubscription(record));
+        self.event(
+            instance.key,
+            Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Creating),
+            RecordValue::ProcessMessageSubscription(record),
+        );
         let subscription = MessageSubscriptionRecord {
             process_instance_key: r.process_instance_key,
             element_instance_key: instance.key,
@@ -378,7 +460,13 @@ impl Ctx<'_> {
             interrupting: true,
             tenant_id: r.tenant_id.clone(),
         };
-        self.send(message_partition, PartitionCommand::OpenMessageSubscription { record: subscription, instance_partition_id: self.partition_id });
+        self.send(
+            message_partition,
+            PartitionCommand::OpenMessageSubscription {
+                record: subscription,
+                instance_partition_id: self.partition_id,
+            },
+        );
     }
 
     /// Variables an element receives from outside (a job's result, a message, a caught error): kept
@@ -423,7 +511,11 @@ impl Ctx<'_> {
                 interrupting: r.interrupting,
                 tenant_id: r.tenant_id.clone(),
             };
-            self.event(key, Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Deleted), RecordValue::ProcessMessageSubscription(r));
+            self.event(
+                key,
+                Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Deleted),
+                RecordValue::ProcessMessageSubscription(r),
+            );
             self.send(message_partition, PartitionCommand::CloseMessageSubscription { record: close });
         }
         self.resolve_incidents_of(key);
@@ -442,7 +534,13 @@ impl Ctx<'_> {
     }
 
     /// Throws a BPMN error from an element instance outwards. Returns whether a boundary event caught it.
-    pub(super) fn throw_error(&mut self, from_key: i64, error_code: &str, _message: &str, variables: &Map<String, Json>) -> bool {
+    pub(super) fn throw_error(
+        &mut self,
+        from_key: i64,
+        error_code: &str,
+        _message: &str,
+        variables: &Map<String, Json>,
+    ) -> bool {
         let mut current = from_key;
         while current > 0 {
             let Some(instance) = elements::get(&*self.kv, current) else { return false };
@@ -462,7 +560,11 @@ impl Ctx<'_> {
                     ..instance.record.clone()
                 };
                 let key = self.new_key();
-                self.event(key, Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating), RecordValue::ProcessInstance(record));
+                self.event(
+                    key,
+                    Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating),
+                    RecordValue::ProcessInstance(record),
+                );
                 self.continue_activation(&model, key, Some(variables));
                 return true;
             }
@@ -500,7 +602,11 @@ impl Ctx<'_> {
             bpmn_event_type: root.event_type(),
             ..template
         };
-        self.event(pi_key, Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating), RecordValue::ProcessInstance(record.clone()));
+        self.event(
+            pi_key,
+            Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating),
+            RecordValue::ProcessInstance(record.clone()),
+        );
         self.merge_local(pi_key, variables);
         let Some(instance) = elements::get(&*self.kv, pi_key) else { return };
         self.lifecycle_event(&instance, ProcessInstanceIntent::ElementActivated);

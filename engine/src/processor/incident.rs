@@ -40,9 +40,15 @@ impl Ctx<'_> {
     pub(super) fn resolve_incident(&mut self, incident_key: i64) {
         let intent = Intent::Incident(IncidentIntent::Resolve);
         let Some(incident) = incidents::get(&*self.kv, incident_key) else {
-            let reason = format!("Expected to resolve incident with key '{incident_key}', but no such incident was found");
+            let reason =
+                format!("Expected to resolve incident with key '{incident_key}', but no such incident was found");
             self.command(incident_key, intent, RecordValue::Incident(IncidentRecord::default()));
-            return self.reject(incident_key, intent, RecordValue::Incident(IncidentRecord::default()), (RejectionType::NotFound, reason));
+            return self.reject(
+                incident_key,
+                intent,
+                RecordValue::Incident(IncidentRecord::default()),
+                (RejectionType::NotFound, reason),
+            );
         };
         self.command(incident_key, intent, RecordValue::Incident(incident.clone()));
         let job = (incident.job_key > 0).then(|| jobs::get(&*self.kv, incident.job_key)).flatten();
@@ -52,7 +58,12 @@ impl Ctx<'_> {
                     "Expected to resolve incident with key '{incident_key}', but job '{}' has no retries left; update its retries first (UpdateJobRetries)",
                     job.key
                 );
-                return self.reject(incident_key, intent, RecordValue::Incident(incident), (RejectionType::InvalidState, reason));
+                return self.reject(
+                    incident_key,
+                    intent,
+                    RecordValue::Incident(incident),
+                    (RejectionType::InvalidState, reason),
+                );
             }
         }
         self.event(incident_key, Intent::Incident(IncidentIntent::Resolved), RecordValue::Incident(incident.clone()));

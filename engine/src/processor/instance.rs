@@ -2,9 +2,9 @@
 
 use waggle_protocol::command::{CommandResult, CreateProcessInstance, ProcessInstanceCreated};
 use waggle_protocol::record::{
-    Intent, ProcessInstanceCreationIntent, ProcessInstanceCreationRecord, ProcessInstanceIntent,
-    ProcessInstanceRecord, RecordValue, RejectionType, SignalIntent, SignalRecord, VariableDocumentIntent,
-    VariableDocumentRecord, VariableUpdateSemantics,
+    Intent, ProcessInstanceCreationIntent, ProcessInstanceCreationRecord, ProcessInstanceIntent, ProcessInstanceRecord,
+    RecordValue, RejectionType, SignalIntent, SignalRecord, VariableDocumentIntent, VariableDocumentRecord,
+    VariableUpdateSemantics,
 };
 
 use super::{parse_document, Ctx, Rejected};
@@ -17,25 +17,45 @@ impl Ctx<'_> {
             return processes::get(&*self.kv, create.process_definition_key)
                 .map(|p| p.process_definition_key)
                 .ok_or_else(|| {
-                    (RejectionType::NotFound, format!("Expected to find process definition with key '{}', but none found", create.process_definition_key))
+                    (
+                        RejectionType::NotFound,
+                        format!(
+                            "Expected to find process definition with key '{}', but none found",
+                            create.process_definition_key
+                        ),
+                    )
                 });
         }
         if create.bpmn_process_id.is_empty() {
-            return Err((RejectionType::InvalidArgument, "Expected either a process definition key or a BPMN process id, but got neither".into()));
+            return Err((
+                RejectionType::InvalidArgument,
+                "Expected either a process definition key or a BPMN process id, but got neither".into(),
+            ));
         }
         if create.version < 0 {
             processes::latest(&*self.kv, &create.tenant_id, &create.bpmn_process_id)
                 .map(|l| l.process_definition_key)
                 .ok_or_else(|| {
-                    (RejectionType::NotFound, format!("Expected to find process definition with process ID '{}', but none found", create.bpmn_process_id))
+                    (
+                        RejectionType::NotFound,
+                        format!(
+                            "Expected to find process definition with process ID '{}', but none found",
+                            create.bpmn_process_id
+                        ),
+                    )
                 })
         } else {
-            processes::by_version(&*self.kv, &create.tenant_id, &create.bpmn_process_id, create.version).ok_or_else(|| {
-                (
-                    RejectionType::NotFound,
-                    format!("Expected to find process definition with process ID '{}' and version '{}', but none found", create.bpmn_process_id, create.version),
-                )
-            })
+            processes::by_version(&*self.kv, &create.tenant_id, &create.bpmn_process_id, create.version).ok_or_else(
+                || {
+                    (
+                        RejectionType::NotFound,
+                        format!(
+                            "Expected to find process definition with process ID '{}' and version '{}', but none found",
+                            create.bpmn_process_id, create.version
+                        ),
+                    )
+                },
+            )
         }
     }
 
@@ -60,16 +80,27 @@ impl Ctx<'_> {
             Ok(d) => d,
             Err(rejection) => return self.reject(-1, intent, RecordValue::ProcessInstanceCreation(record), rejection),
         };
-        let (Some(model), Some(process)) = (self.model(definition_key), processes::get(&*self.kv, definition_key)) else {
+        let (Some(model), Some(process)) = (self.model(definition_key), processes::get(&*self.kv, definition_key))
+        else {
             let reason = format!("Expected to find process definition with key '{definition_key}', but none found");
-            return self.reject(-1, intent, RecordValue::ProcessInstanceCreation(record), (RejectionType::NotFound, reason));
+            return self.reject(
+                -1,
+                intent,
+                RecordValue::ProcessInstanceCreation(record),
+                (RejectionType::NotFound, reason),
+            );
         };
         let Some(start) = model.none_start_of(ProcessModel::ROOT) else {
             let reason = format!(
                 "Expected to create an instance of process '{}' with a none start event, but it has none (it may only start by message)",
                 process.bpmn_process_id
             );
-            return self.reject(-1, intent, RecordValue::ProcessInstanceCreation(record), (RejectionType::InvalidState, reason));
+            return self.reject(
+                -1,
+                intent,
+                RecordValue::ProcessInstanceCreation(record),
+                (RejectionType::InvalidState, reason),
+            );
         };
         let pi_key = self.new_key();
         record.bpmn_process_id = process.bpmn_process_id.clone();
@@ -87,7 +118,11 @@ impl Ctx<'_> {
             ..Default::default()
         };
         self.start_instance(&model, template, start, &document);
-        self.event(pi_key, Intent::ProcessInstanceCreation(ProcessInstanceCreationIntent::Created), RecordValue::ProcessInstanceCreation(record));
+        self.event(
+            pi_key,
+            Intent::ProcessInstanceCreation(ProcessInstanceCreationIntent::Created),
+            RecordValue::ProcessInstanceCreation(record),
+        );
         self.out.result = Some(CommandResult::ProcessInstanceCreated(ProcessInstanceCreated {
             process_definition_key: definition_key,
             bpmn_process_id: process.bpmn_process_id,
@@ -103,7 +138,9 @@ impl Ctx<'_> {
         let record = instance.as_ref().map(|i| i.record.clone()).unwrap_or_default();
         self.command(key, intent, RecordValue::ProcessInstance(record.clone()));
         if !self.is_root_instance(key) {
-            let reason = format!("Expected to cancel a process instance with key '{key}', but no such process instance was found");
+            let reason = format!(
+                "Expected to cancel a process instance with key '{key}', but no such process instance was found"
+            );
             return self.reject(key, intent, RecordValue::ProcessInstance(record), (RejectionType::NotFound, reason));
         }
         self.terminate_element(key);
@@ -120,14 +157,20 @@ impl Ctx<'_> {
         let key = self.new_key();
         self.command(key, intent, RecordValue::VariableDocument(record.clone()));
         if elements::get(&*self.kv, scope_key).is_none() {
-            let reason = format!("Expected to update variables for element with key '{scope_key}', but no such element was found");
+            let reason = format!(
+                "Expected to update variables for element with key '{scope_key}', but no such element was found"
+            );
             return self.reject(key, intent, RecordValue::VariableDocument(record), (RejectionType::NotFound, reason));
         }
         let document = match parse_document(&record.variables) {
             Ok(d) => d,
             Err(rejection) => return self.reject(key, intent, RecordValue::VariableDocument(record), rejection),
         };
-        self.event(key, Intent::VariableDocument(VariableDocumentIntent::Updated), RecordValue::VariableDocument(record));
+        self.event(
+            key,
+            Intent::VariableDocument(VariableDocumentIntent::Updated),
+            RecordValue::VariableDocument(record),
+        );
         if local {
             self.merge_local(scope_key, &document);
         } else {

@@ -42,7 +42,10 @@ impl Ctx<'_> {
         };
         self.command(job_key, intent_of, RecordValue::Job(job.record.clone()));
         if !accepted.contains(&job.state) {
-            let reason = format!("Expected to {action} job with key '{job_key}', but it is in state '{}'", state_name(job.state));
+            let reason = format!(
+                "Expected to {action} job with key '{job_key}', but it is in state '{}'",
+                state_name(job.state)
+            );
             self.reject(job_key, intent_of, RecordValue::Job(job.record), (RejectionType::InvalidState, reason));
             return None;
         }
@@ -82,7 +85,13 @@ impl Ctx<'_> {
                 break;
             }
             bytes += variables.len();
-            let record = JobRecord { deadline, worker: request.worker.clone(), variables, timeout: request.timeout, ..job.record };
+            let record = JobRecord {
+                deadline,
+                worker: request.worker.clone(),
+                variables,
+                timeout: request.timeout,
+                ..job.record
+            };
             activated.push(ActivatedJob {
                 key: job_key,
                 job_type: record.job_type.clone(),
@@ -105,20 +114,34 @@ impl Ctx<'_> {
         if !activated.is_empty() {
             // An empty poll changes nothing, so it writes nothing: idle workers cost no log space.
             let key = self.new_key();
-            self.command(key, Intent::JobBatch(JobBatchIntent::Activate), RecordValue::JobBatch(JobBatchRecord { jobs: vec![], job_keys: vec![], ..batch.clone() }));
+            self.command(
+                key,
+                Intent::JobBatch(JobBatchIntent::Activate),
+                RecordValue::JobBatch(JobBatchRecord { jobs: vec![], job_keys: vec![], ..batch.clone() }),
+            );
             self.event(key, Intent::JobBatch(JobBatchIntent::Activated), RecordValue::JobBatch(batch));
         }
         self.out.result = Some(CommandResult::JobsActivated { jobs: activated });
     }
 
     pub(super) fn complete_job(&mut self, job_key: i64, variables: String) {
-        let Some(job) = self.job_for(job_key, JobIntent::Complete, "complete", &[JobState::Activatable, JobState::Activated]) else { return };
+        let Some(job) =
+            self.job_for(job_key, JobIntent::Complete, "complete", &[JobState::Activatable, JobState::Activated])
+        else {
+            return;
+        };
         let document = match parse_document(&variables) {
             Ok(d) => d,
-            Err(rejection) => return self.reject(job_key, Intent::Job(JobIntent::Complete), RecordValue::Job(job.record), rejection),
+            Err(rejection) => {
+                return self.reject(job_key, Intent::Job(JobIntent::Complete), RecordValue::Job(job.record), rejection)
+            }
         };
         let element_key = job.record.element_instance_key;
-        self.event(job_key, Intent::Job(JobIntent::Completed), RecordValue::Job(JobRecord { variables, ..job.record.clone() }));
+        self.event(
+            job_key,
+            Intent::Job(JobIntent::Completed),
+            RecordValue::Job(JobRecord { variables, ..job.record.clone() }),
+        );
         if let Some(model) = self.model(job.record.process_definition_key) {
             self.apply_payload(&model, element_key, &document);
         }
@@ -126,12 +149,26 @@ impl Ctx<'_> {
         self.out.result = Some(CommandResult::Done { key: job_key });
     }
 
-    pub(super) fn fail_job(&mut self, job_key: i64, retries: i32, error_message: String, retry_backoff: i64, variables: String) {
+    pub(super) fn fail_job(
+        &mut self,
+        job_key: i64,
+        retries: i32,
+        error_message: String,
+        retry_backoff: i64,
+        variables: String,
+    ) {
         let intent = Intent::Job(JobIntent::Fail);
         let Some(job) = self.job_for(job_key, JobIntent::Fail, "fail", &[JobState::Activated]) else { return };
         if retry_backoff < 0 {
-            let reason = format!("Expected the retry back-off of job '{job_key}' to be zero or positive, but it was {retry_backoff} ms");
-            return self.reject(job_key, intent, RecordValue::Job(job.record), (RejectionType::InvalidArgument, reason));
+            let reason = format!(
+                "Expected the retry back-off of job '{job_key}' to be zero or positive, but it was {retry_backoff} ms"
+            );
+            return self.reject(
+                job_key,
+                intent,
+                RecordValue::Job(job.record),
+                (RejectionType::InvalidArgument, reason),
+            );
         }
         let document = match parse_document(&variables) {
             Ok(d) => d,
@@ -139,12 +176,20 @@ impl Ctx<'_> {
         };
         let retries = retries.max(0);
         let recurring_time = if retries > 0 && retry_backoff > 0 { self.now + retry_backoff } else { -1 };
-        let failed = JobRecord { retries, error_message: error_message.clone(), retry_backoff, recurring_time, variables, ..job.record.clone() };
+        let failed = JobRecord {
+            retries,
+            error_message: error_message.clone(),
+            retry_backoff,
+            recurring_time,
+            variables,
+            ..job.record.clone()
+        };
         self.event(job_key, Intent::Job(JobIntent::Failed), RecordValue::Job(failed));
         self.merge_local(job.record.element_instance_key, &document);
         if retries == 0 {
             if let Some(instance) = elements::get(&*self.kv, job.record.element_instance_key) {
-                let message = if error_message.is_empty() { "No more retries left.".to_string() } else { error_message };
+                let message =
+                    if error_message.is_empty() { "No more retries left.".to_string() } else { error_message };
                 self.raise_incident(&instance, Failure { error_type: ErrorType::JobNoRetries, message }, job_key);
             }
         } else if retry_backoff == 0 {
@@ -153,18 +198,41 @@ impl Ctx<'_> {
         self.out.result = Some(CommandResult::Done { key: job_key });
     }
 
-    pub(super) fn throw_job_error(&mut self, job_key: i64, error_code: String, error_message: String, variables: String) {
+    pub(super) fn throw_job_error(
+        &mut self,
+        job_key: i64,
+        error_code: String,
+        error_message: String,
+        variables: String,
+    ) {
         let intent = Intent::Job(JobIntent::ThrowError);
-        let Some(job) = self.job_for(job_key, JobIntent::ThrowError, "throw an error for", &[JobState::Activatable, JobState::Activated]) else { return };
+        let Some(job) = self.job_for(
+            job_key,
+            JobIntent::ThrowError,
+            "throw an error for",
+            &[JobState::Activatable, JobState::Activated],
+        ) else {
+            return;
+        };
         if error_code.is_empty() {
             let reason = "Expected an error code to throw, but it was empty".to_string();
-            return self.reject(job_key, intent, RecordValue::Job(job.record), (RejectionType::InvalidArgument, reason));
+            return self.reject(
+                job_key,
+                intent,
+                RecordValue::Job(job.record),
+                (RejectionType::InvalidArgument, reason),
+            );
         }
         let document = match parse_document(&variables) {
             Ok(d) => d,
             Err(rejection) => return self.reject(job_key, intent, RecordValue::Job(job.record), rejection),
         };
-        let thrown = JobRecord { error_code: error_code.clone(), error_message: error_message.clone(), variables, ..job.record.clone() };
+        let thrown = JobRecord {
+            error_code: error_code.clone(),
+            error_message: error_message.clone(),
+            variables,
+            ..job.record.clone()
+        };
         self.event(job_key, Intent::Job(JobIntent::ErrorThrown), RecordValue::Job(thrown));
         let element_key = job.record.element_instance_key;
         if !self.throw_error(element_key, &error_code, &error_message, &document) {
@@ -172,7 +240,11 @@ impl Ctx<'_> {
                 let message = format!(
                     "Expected to throw an error event with the code '{error_code}' with message '{error_message}', but it was not caught. No error events are available in the scope."
                 );
-                self.raise_incident(&instance, Failure { error_type: ErrorType::UnhandledErrorEvent, message }, job_key);
+                self.raise_incident(
+                    &instance,
+                    Failure { error_type: ErrorType::UnhandledErrorEvent, message },
+                    job_key,
+                );
             }
         }
         self.out.result = Some(CommandResult::Done { key: job_key });
@@ -184,21 +256,43 @@ impl Ctx<'_> {
         let Some(job) = self.job_for(job_key, JobIntent::UpdateRetries, "update retries of", &all) else { return };
         if retries < 1 {
             let reason = format!("Expected to update retries for job with key '{job_key}' with a positive amount of retries, but the amount given was '{retries}'");
-            return self.reject(job_key, intent, RecordValue::Job(job.record), (RejectionType::InvalidArgument, reason));
+            return self.reject(
+                job_key,
+                intent,
+                RecordValue::Job(job.record),
+                (RejectionType::InvalidArgument, reason),
+            );
         }
-        self.event(job_key, Intent::Job(JobIntent::RetriesUpdated), RecordValue::Job(JobRecord { retries, ..job.record }));
+        self.event(
+            job_key,
+            Intent::Job(JobIntent::RetriesUpdated),
+            RecordValue::Job(JobRecord { retries, ..job.record }),
+        );
         self.out.result = Some(CommandResult::Done { key: job_key });
     }
 
     pub(super) fn update_job_timeout(&mut self, job_key: i64, timeout: i64) {
         let intent = Intent::Job(JobIntent::UpdateTimeout);
-        let Some(job) = self.job_for(job_key, JobIntent::UpdateTimeout, "update the timeout of", &[JobState::Activated]) else { return };
+        let Some(job) =
+            self.job_for(job_key, JobIntent::UpdateTimeout, "update the timeout of", &[JobState::Activated])
+        else {
+            return;
+        };
         if timeout < 0 {
             let reason = format!("Expected a timeout of zero or more ms for job '{job_key}', but it was {timeout}");
-            return self.reject(job_key, intent, RecordValue::Job(job.record), (RejectionType::InvalidArgument, reason));
+            return self.reject(
+                job_key,
+                intent,
+                RecordValue::Job(job.record),
+                (RejectionType::InvalidArgument, reason),
+            );
         }
         let deadline = self.now + timeout;
-        self.event(job_key, Intent::Job(JobIntent::TimeoutUpdated), RecordValue::Job(JobRecord { deadline, timeout, ..job.record }));
+        self.event(
+            job_key,
+            Intent::Job(JobIntent::TimeoutUpdated),
+            RecordValue::Job(JobRecord { deadline, timeout, ..job.record }),
+        );
         self.out.result = Some(CommandResult::Done { key: job_key });
     }
 

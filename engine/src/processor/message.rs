@@ -32,7 +32,10 @@ impl Ctx<'_> {
         let intent = Intent::Message(MessageIntent::Publish);
         self.command(key, intent, RecordValue::Message(message.clone()));
         if message.time_to_live < 0 {
-            let reason = format!("Expected the time to live of message '{}' to be zero or positive, but it was {} ms", message.name, message.time_to_live);
+            let reason = format!(
+                "Expected the time to live of message '{}' to be zero or positive, but it was {} ms",
+                message.name, message.time_to_live
+            );
             return self.reject(key, intent, RecordValue::Message(message), (RejectionType::InvalidArgument, reason));
         }
         let document = match parse_document(&message.variables) {
@@ -81,8 +84,12 @@ impl Ctx<'_> {
             self.start_instance(&model, template, start_event, &document);
         }
 
-        for subscription in subscriptions::waiting_for(&*self.kv, &message.tenant_id, &message.name, &message.correlation_key) {
-            if subscription.correlating || messages::is_correlated_to(&*self.kv, key, &subscription.record.bpmn_process_id) {
+        for subscription in
+            subscriptions::waiting_for(&*self.kv, &message.tenant_id, &message.name, &message.correlation_key)
+        {
+            if subscription.correlating
+                || messages::is_correlated_to(&*self.kv, key, &subscription.record.bpmn_process_id)
+            {
                 continue;
             }
             self.start_correlation(subscription.record, subscription.instance_partition_id, key, &message.variables);
@@ -94,7 +101,13 @@ impl Ctx<'_> {
         self.out.result = Some(CommandResult::Done { key });
     }
 
-    fn start_correlation(&mut self, record: MessageSubscriptionRecord, instance_partition_id: u32, message_key: i64, variables: &str) {
+    fn start_correlation(
+        &mut self,
+        record: MessageSubscriptionRecord,
+        instance_partition_id: u32,
+        message_key: i64,
+        variables: &str,
+    ) {
         let correlating = MessageSubscriptionRecord { message_key, variables: variables.to_string(), ..record };
         self.event(
             correlating.element_instance_key,
@@ -122,16 +135,29 @@ impl Ctx<'_> {
 
     pub(super) fn open_message_subscription(&mut self, record: MessageSubscriptionRecord, instance_partition_id: u32) {
         let key = record.element_instance_key;
-        self.command(key, Intent::MessageSubscription(MessageSubscriptionIntent::Create), RecordValue::MessageSubscription(record.clone()));
-        self.event(key, Intent::MessageSubscription(MessageSubscriptionIntent::Created), RecordValue::MessageSubscription(record.clone()));
+        self.command(
+            key,
+            Intent::MessageSubscription(MessageSubscriptionIntent::Create),
+            RecordValue::MessageSubscription(record.clone()),
+        );
+        self.event(
+            key,
+            Intent::MessageSubscription(MessageSubscriptionIntent::Created),
+            RecordValue::MessageSubscription(record.clone()),
+        );
         self.send(
             instance_partition_id,
-            PartitionCommand::ConfirmProcessSubscription { element_instance_key: key, message_name: record.message_name.clone() },
+            PartitionCommand::ConfirmProcessSubscription {
+                element_instance_key: key,
+                message_name: record.message_name.clone(),
+            },
         );
         let buffered = messages::matching(&*self.kv, &record.tenant_id, &record.message_name, &record.correlation_key);
         for message_key in buffered {
             let Some(message) = messages::get(&*self.kv, message_key) else { continue };
-            if message.deadline <= self.now || messages::is_correlated_to(&*self.kv, message_key, &record.bpmn_process_id) {
+            if message.deadline <= self.now
+                || messages::is_correlated_to(&*self.kv, message_key, &record.bpmn_process_id)
+            {
                 continue;
             }
             self.start_correlation(record, instance_partition_id, message_key, &message.variables);
@@ -140,9 +166,15 @@ impl Ctx<'_> {
     }
 
     pub(super) fn confirm_process_subscription(&mut self, element_instance_key: i64, message_name: String) {
-        let Some(subscription) = subscriptions::get_process_side(&*self.kv, element_instance_key, &message_name) else { return };
+        let Some(subscription) = subscriptions::get_process_side(&*self.kv, element_instance_key, &message_name) else {
+            return;
+        };
         let intent = ProcessMessageSubscriptionIntent::Create;
-        self.command(element_instance_key, Intent::ProcessMessageSubscription(intent), RecordValue::ProcessMessageSubscription(subscription.record.clone()));
+        self.command(
+            element_instance_key,
+            Intent::ProcessMessageSubscription(intent),
+            RecordValue::ProcessMessageSubscription(subscription.record.clone()),
+        );
         self.event(
             element_instance_key,
             Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Created),
@@ -168,7 +200,10 @@ impl Ctx<'_> {
             tenant_id: record.tenant_id.clone(),
         };
         let Some(subscription) = waiting else {
-            let reason = format!("Expected element instance '{key}' to wait for message '{}', but it does not", record.message_name);
+            let reason = format!(
+                "Expected element instance '{key}' to wait for message '{}', but it does not",
+                record.message_name
+            );
             self.write(
                 waggle_protocol::record::RecordType::CommandRejection,
                 key,
@@ -184,7 +219,11 @@ impl Ctx<'_> {
             variables: record.variables.clone(),
             ..subscription.record
         };
-        self.event(key, Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Correlated), RecordValue::ProcessMessageSubscription(correlated));
+        self.event(
+            key,
+            Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Correlated),
+            RecordValue::ProcessMessageSubscription(correlated),
+        );
         let document = match serde_json::from_str::<Json>(&record.variables) {
             Ok(Json::Object(map)) => map,
             _ => serde_json::Map::new(),
@@ -200,23 +239,50 @@ impl Ctx<'_> {
 
     pub(super) fn acknowledge_correlation(&mut self, record: MessageSubscriptionRecord) {
         let key = record.element_instance_key;
-        self.command(key, Intent::MessageSubscription(MessageSubscriptionIntent::Correlate), RecordValue::MessageSubscription(record.clone()));
-        self.event(key, Intent::MessageSubscription(MessageSubscriptionIntent::Correlated), RecordValue::MessageSubscription(record));
+        self.command(
+            key,
+            Intent::MessageSubscription(MessageSubscriptionIntent::Correlate),
+            RecordValue::MessageSubscription(record.clone()),
+        );
+        self.event(
+            key,
+            Intent::MessageSubscription(MessageSubscriptionIntent::Correlated),
+            RecordValue::MessageSubscription(record),
+        );
     }
 
     pub(super) fn reject_correlation(&mut self, record: MessageSubscriptionRecord) {
         let key = record.element_instance_key;
-        self.command(key, Intent::MessageSubscription(MessageSubscriptionIntent::Reject), RecordValue::MessageSubscription(record.clone()));
-        self.event(key, Intent::MessageSubscription(MessageSubscriptionIntent::Rejected), RecordValue::MessageSubscription(record));
+        self.command(
+            key,
+            Intent::MessageSubscription(MessageSubscriptionIntent::Reject),
+            RecordValue::MessageSubscription(record.clone()),
+        );
+        self.event(
+            key,
+            Intent::MessageSubscription(MessageSubscriptionIntent::Rejected),
+            RecordValue::MessageSubscription(record),
+        );
     }
 
     pub(super) fn close_message_subscription(&mut self, record: MessageSubscriptionRecord) {
         let key = record.element_instance_key;
         let intent = Intent::MessageSubscription(MessageSubscriptionIntent::Delete);
         self.command(key, intent, RecordValue::MessageSubscription(record.clone()));
-        let exists = subscriptions::get_message_side(&*self.kv, &record.tenant_id, &record.message_name, &record.correlation_key, key).is_some();
+        let exists = subscriptions::get_message_side(
+            &*self.kv,
+            &record.tenant_id,
+            &record.message_name,
+            &record.correlation_key,
+            key,
+        )
+        .is_some();
         if exists {
-            self.event(key, Intent::MessageSubscription(MessageSubscriptionIntent::Deleted), RecordValue::MessageSubscription(record));
+            self.event(
+                key,
+                Intent::MessageSubscription(MessageSubscriptionIntent::Deleted),
+                RecordValue::MessageSubscription(record),
+            );
         }
     }
 

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use waggle_protocol::command::{ClientCommand, CommandResult};
 use waggle_protocol::key;
 use waggle_protocol::record::{
-    Intent, MessageSubscriptionRecord, ProcessInstanceRecord, ProcessMessageSubscriptionRecord, Record,
-    RecordType, RecordValue, Rejection, RejectionType,
+    Intent, MessageSubscriptionRecord, ProcessInstanceRecord, ProcessMessageSubscriptionRecord, Record, RecordType,
+    RecordValue, Rejection, RejectionType,
 };
 
 use crate::model::{ElementIdx, ProcessModel};
@@ -148,10 +148,19 @@ impl Engine {
 
 /// Follow-up work within one command.
 enum Step {
-    Activate { model: Arc<ProcessModel>, element: ElementIdx, flow_scope_key: i64, template: ProcessInstanceRecord },
-    Complete { key: i64 },
+    Activate {
+        model: Arc<ProcessModel>,
+        element: ElementIdx,
+        flow_scope_key: i64,
+        template: ProcessInstanceRecord,
+    },
+    Complete {
+        key: i64,
+    },
     /// Completes a scope if nothing is left to do in it.
-    CompleteScopeIfDone { key: i64 },
+    CompleteScopeIfDone {
+        key: i64,
+    },
 }
 
 type Rejected = (RejectionType, String);
@@ -197,7 +206,14 @@ impl<'a> Ctx<'a> {
         k
     }
 
-    fn write(&mut self, record_type: RecordType, key: i64, intent: Intent, value: RecordValue, rejection: Option<Rejection>) -> i64 {
+    fn write(
+        &mut self,
+        record_type: RecordType,
+        key: i64,
+        intent: Intent,
+        value: RecordValue,
+        rejection: Option<Rejection>,
+    ) -> i64 {
         let position = self.next_position;
         self.next_position += 1;
         let record = Record {
@@ -251,7 +267,9 @@ impl<'a> Ctx<'a> {
         match command {
             ClientCommand::Deploy { resources, tenant_id } => self.deploy(resources, tenant_id),
             ClientCommand::CreateProcessInstance(create) => self.create_process_instance(create),
-            ClientCommand::CancelProcessInstance { process_instance_key } => self.cancel_process_instance(process_instance_key),
+            ClientCommand::CancelProcessInstance { process_instance_key } => {
+                self.cancel_process_instance(process_instance_key)
+            }
             ClientCommand::ActivateJobs(activate) => self.activate_jobs(activate),
             ClientCommand::CompleteJob { job_key, variables } => self.complete_job(job_key, variables),
             ClientCommand::FailJob { job_key, retries, error_message, retry_backoff, variables } => {
@@ -325,7 +343,10 @@ fn parse_document(text: &str) -> Result<serde_json::Map<String, serde_json::Valu
             RejectionType::InvalidArgument,
             format!("Expected variables to be a JSON object, but got a JSON {}", json_type(&other)),
         )),
-        Err(e) => Err((RejectionType::InvalidArgument, format!("Expected variables to be a JSON object, but it is not valid JSON: {e}"))),
+        Err(e) => Err((
+            RejectionType::InvalidArgument,
+            format!("Expected variables to be a JSON object, but it is not valid JSON: {e}"),
+        )),
     }
 }
 

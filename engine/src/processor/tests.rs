@@ -26,7 +26,13 @@ struct Partition {
 
 impl Partition {
     fn new() -> Self {
-        Partition { leader: Engine::new(1, 1), follower: Engine::new(1, 1), state: MemKv::new(), now: 1_000_000, log: vec![] }
+        Partition {
+            leader: Engine::new(1, 1),
+            follower: Engine::new(1, 1),
+            state: MemKv::new(),
+            now: 1_000_000,
+            log: vec![],
+        }
     }
 
     fn process(&mut self, input: Input) -> Output {
@@ -86,7 +92,14 @@ impl Partition {
         self.command(ClientCommand::CompleteJob { job_key, variables: variables.to_string() })
     }
 
-    fn publish(&mut self, name: &str, correlation_key: &str, ttl: i64, message_id: &str, variables: Json) -> CommandResult {
+    fn publish(
+        &mut self,
+        name: &str,
+        correlation_key: &str,
+        ttl: i64,
+        message_id: &str,
+        variables: Json,
+    ) -> CommandResult {
         self.command(ClientCommand::PublishMessage(PublishMessage {
             name: name.into(),
             correlation_key: correlation_key.into(),
@@ -102,9 +115,9 @@ impl Partition {
     }
 
     fn completed(&self, key: i64) -> bool {
-        self.log.iter().any(|r| {
-            r.key == key && r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted)
-        })
+        self.log
+            .iter()
+            .any(|r| r.key == key && r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted))
     }
 
     fn element_completed(&self, element_id: &str) -> bool {
@@ -130,7 +143,8 @@ impl Partition {
     }
 
     fn variable(&self, scope_key: i64, name: &str) -> Option<Json> {
-        crate::state::tables::variables::get(&self.state, scope_key, name).map(|v| serde_json::from_str(&v.value).unwrap())
+        crate::state::tables::variables::get(&self.state, scope_key, name)
+            .map(|v| serde_json::from_str(&v.value).unwrap())
     }
 }
 
@@ -206,7 +220,9 @@ fn redeploying_an_unchanged_resource_keeps_its_version() {
     let again = p.deploy("one.bpmn", &one_task("one", "work"));
     let changed = p.deploy("one.bpmn", &one_task("one", "other"));
     let version = |r: &CommandResult| match r {
-        CommandResult::Deployed { processes, .. } => (processes[0].version, processes[0].process_definition_key, processes[0].duplicate),
+        CommandResult::Deployed { processes, .. } => {
+            (processes[0].version, processes[0].process_definition_key, processes[0].duplicate)
+        }
         other => panic!("{other:?}"),
     };
     assert_eq!(version(&first).0, 1);
@@ -217,7 +233,10 @@ fn redeploying_an_unchanged_resource_keeps_its_version() {
 #[test]
 fn an_invalid_model_rejects_the_whole_deployment_naming_the_element() {
     let mut p = Partition::new();
-    let broken = bpmn("broken", r#"<bpmn:startEvent id="start" /><bpmn:serviceTask id="pay" /><bpmn:sequenceFlow id="f" sourceRef="start" targetRef="pay" />"#);
+    let broken = bpmn(
+        "broken",
+        r#"<bpmn:startEvent id="start" /><bpmn:serviceTask id="pay" /><bpmn:sequenceFlow id="f" sourceRef="start" targetRef="pay" />"#,
+    );
     match p.deploy("broken.bpmn", &broken) {
         CommandResult::Rejected { kind: RejectionType::InvalidArgument, reason } => {
             assert!(reason.contains("broken.bpmn") && reason.contains("'pay'"), "{reason}");
@@ -234,10 +253,14 @@ fn an_invalid_model_rejects_the_whole_deployment_naming_the_element() {
 fn creating_with_result_reports_the_instance_variables_when_it_completes() {
     let mut p = Partition::new();
     p.deploy("one.bpmn", &one_task("one", "work"));
-    let output = p.process(Input::Client(create_command("one", json!({"a": 1}), Some(AwaitResult { fetch_variables: vec![] }))));
+    let output =
+        p.process(Input::Client(create_command("one", json!({"a": 1}), Some(AwaitResult { fetch_variables: vec![] }))));
     let Some(CommandResult::ProcessInstanceCreated(created)) = output.result else { panic!() };
     let job = p.activate("work", 1).remove(0);
-    let output = p.process(Input::Client(ClientCommand::CompleteJob { job_key: job.key, variables: json!({"b": 2}).to_string() }));
+    let output = p.process(Input::Client(ClientCommand::CompleteJob {
+        job_key: job.key,
+        variables: json!({"b": 2}).to_string(),
+    }));
     let (key, result) = &output.finished_instances[0];
     assert_eq!(*key, created.process_instance_key);
     let CommandResult::ProcessInstanceCompleted { variables, .. } = result else { panic!("{result:?}") };
@@ -299,7 +322,11 @@ fn exclusive_gateway_without_a_matching_flow_raises_an_incident_resolved_after_s
     ));
     assert_eq!(p.open_incidents().len(), 1, "resolving without fixing the data raises the incident again");
     let (incident_key, _) = p.open_incidents()[0].clone();
-    p.command(ClientCommand::SetVariables { element_instance_key: instance, variables: json!({"approved": false}).to_string(), local: false });
+    p.command(ClientCommand::SetVariables {
+        element_instance_key: instance,
+        variables: json!({"approved": false}).to_string(),
+        local: false,
+    });
     p.command(ClientCommand::ResolveIncident { incident_key });
     assert!(p.open_incidents().is_empty());
     assert!(p.element_completed("no"));
@@ -337,8 +364,14 @@ fn parallel_gateway_waits_for_every_branch_before_joining() {
     assert_eq!(serde_json::from_str::<Json>(&after.variables).unwrap(), json!({"fromA": 1, "fromB": 2}));
     p.complete(after.key, json!({}));
     assert!(p.completed(instance));
-    assert_eq!(p.log.iter().filter(|r| r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted)
-        && matches!(&r.value, RecordValue::ProcessInstance(pi) if pi.element_id == "join")).count(), 1);
+    assert_eq!(
+        p.log
+            .iter()
+            .filter(|r| r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted)
+                && matches!(&r.value, RecordValue::ProcessInstance(pi) if pi.element_id == "join"))
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -366,10 +399,16 @@ fn embedded_subprocess_scopes_its_input_variables_and_maps_outputs_out() {
     p.complete(job.key, json!({"result": "done"}));
     assert!(p.element_completed("sub"));
     assert!(p.completed(instance));
-    let created: Vec<_> = p.log.iter().filter_map(|r| match &r.value {
-        RecordValue::Variable(v) if v.scope_key == instance && v.name == "out" => Some(serde_json::from_str::<Json>(&v.value).unwrap()),
-        _ => None,
-    }).collect();
+    let created: Vec<_> = p
+        .log
+        .iter()
+        .filter_map(|r| match &r.value {
+            RecordValue::Variable(v) if v.scope_key == instance && v.name == "out" => {
+                Some(serde_json::from_str::<Json>(&v.value).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
     assert_eq!(created.last().unwrap(), &json!({"kept": true, "value": "done"}));
 }
 
@@ -396,7 +435,10 @@ fn message_published_later_correlates_to_the_waiting_instance_and_sets_its_varia
     assert!(p.completed(first));
     assert!(!p.completed(second));
     assert_eq!(p.variable(first, "amount"), None, "variables go away with the completed instance");
-    assert!(p.log.iter().any(|r| matches!(&r.value, RecordValue::Variable(v) if v.scope_key == first && v.name == "amount")));
+    assert!(p
+        .log
+        .iter()
+        .any(|r| matches!(&r.value, RecordValue::Variable(v) if v.scope_key == first && v.name == "amount")));
     p.publish("paid", "2", 0, "", json!({}));
     assert!(p.completed(second), "a numeric correlation key matches its string form");
 }
@@ -432,7 +474,10 @@ fn cancelling_an_instance_terminates_it_with_its_jobs() {
     let mut p = Partition::new();
     p.deploy("one.bpmn", &one_task("one", "work"));
     let instance = p.create("one", json!({}));
-    assert!(matches!(p.command(ClientCommand::CancelProcessInstance { process_instance_key: instance }), CommandResult::Done { .. }));
+    assert!(matches!(
+        p.command(ClientCommand::CancelProcessInstance { process_instance_key: instance }),
+        CommandResult::Done { .. }
+    ));
     assert!(!p.is_active(instance));
     assert!(p.activate("work", 10).is_empty());
     assert!(p.log.iter().any(|r| r.intent == Intent::Job(JobIntent::Canceled)));
@@ -448,7 +493,13 @@ fn failing_a_job_without_retries_raises_an_incident_that_resolves_after_retries_
     p.deploy("one.bpmn", &one_task("one", "work"));
     let instance = p.create("one", json!({}));
     let job = p.activate("work", 1).remove(0);
-    p.command(ClientCommand::FailJob { job_key: job.key, retries: 0, error_message: "printer on fire".into(), retry_backoff: 0, variables: String::new() });
+    p.command(ClientCommand::FailJob {
+        job_key: job.key,
+        retries: 0,
+        error_message: "printer on fire".into(),
+        retry_backoff: 0,
+        variables: String::new(),
+    });
     let (incident_key, incident) = p.open_incidents().remove(0);
     assert_eq!(incident.error_type, ErrorType::JobNoRetries);
     assert_eq!(incident.error_message, "printer on fire");
@@ -470,7 +521,13 @@ fn a_failed_job_with_backoff_is_activatable_only_after_the_backoff() {
     p.deploy("one.bpmn", &one_task("one", "work"));
     p.create("one", json!({}));
     let job = p.activate("work", 1).remove(0);
-    p.command(ClientCommand::FailJob { job_key: job.key, retries: 2, error_message: String::new(), retry_backoff: 5_000, variables: String::new() });
+    p.command(ClientCommand::FailJob {
+        job_key: job.key,
+        retries: 2,
+        error_message: String::new(),
+        retry_backoff: 5_000,
+        variables: String::new(),
+    });
     assert!(p.activate("work", 1).is_empty());
     p.now += 5_000;
     let output = p.process(Input::Tick);
@@ -499,7 +556,9 @@ fn completing_a_job_twice_is_rejected_without_harm() {
     let job = p.activate("work", 1).remove(0);
     p.complete(job.key, json!({}));
     match p.complete(job.key, json!({})) {
-        CommandResult::Rejected { kind: RejectionType::NotFound, reason } => assert!(reason.contains(&job.key.to_string())),
+        CommandResult::Rejected { kind: RejectionType::NotFound, reason } => {
+            assert!(reason.contains(&job.key.to_string()))
+        }
         other => panic!("{other:?}"),
     }
     match p.command(ClientCommand::CompleteJob { job_key: 12345, variables: "[1]".into() }) {
@@ -528,13 +587,23 @@ fn thrown_error_is_caught_by_a_matching_boundary_event_and_uncaught_errors_raise
     p.deploy("risky.bpmn", &model);
     let caught = p.create("risky", json!({}));
     let job = p.activate("charge", 1).remove(0);
-    p.command(ClientCommand::ThrowError { job_key: job.key, error_code: "CARD_DECLINED".into(), error_message: "no funds".into(), variables: json!({"reason": "funds"}).to_string() });
+    p.command(ClientCommand::ThrowError {
+        job_key: job.key,
+        error_code: "CARD_DECLINED".into(),
+        error_message: "no funds".into(),
+        variables: json!({"reason": "funds"}).to_string(),
+    });
     assert!(p.element_completed("handled"));
     assert!(p.completed(caught));
 
     let uncaught = p.create("risky", json!({}));
     let job = p.activate("charge", 1).remove(0);
-    p.command(ClientCommand::ThrowError { job_key: job.key, error_code: "OTHER".into(), error_message: String::new(), variables: String::new() });
+    p.command(ClientCommand::ThrowError {
+        job_key: job.key,
+        error_code: "OTHER".into(),
+        error_message: String::new(),
+        variables: String::new(),
+    });
     let (_, incident) = p.open_incidents().remove(0);
     assert_eq!(incident.error_type, ErrorType::UnhandledErrorEvent);
     assert!(incident.error_message.contains("OTHER"));
@@ -559,7 +628,11 @@ fn a_failing_expression_raises_an_incident_naming_it_that_resolves_after_set_var
     let (incident_key, incident) = p.open_incidents().remove(0);
     assert_eq!(incident.error_type, ErrorType::ExtractValueError);
     assert!(incident.error_message.contains("upper case(kind)"), "{}", incident.error_message);
-    p.command(ClientCommand::SetVariables { element_instance_key: instance, variables: json!({"kind": "mail"}).to_string(), local: false });
+    p.command(ClientCommand::SetVariables {
+        element_instance_key: instance,
+        variables: json!({"kind": "mail"}).to_string(),
+        local: false,
+    });
     p.command(ClientCommand::ResolveIncident { incident_key });
     assert_eq!(p.activate("MAIL", 1).len(), 1);
 }
@@ -585,7 +658,9 @@ fn message_start_event_creates_an_instance_per_message() {
     assert_eq!(jobs.len(), 2);
     assert_eq!(serde_json::from_str::<Json>(&jobs[0].variables).unwrap(), json!({"item": "book"}));
     match p.command(create_command("onOrder", json!({}), None)) {
-        CommandResult::Rejected { kind: RejectionType::InvalidState, reason } => assert!(reason.contains("none start event")),
+        CommandResult::Rejected { kind: RejectionType::InvalidState, reason } => {
+            assert!(reason.contains("none start event"))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -603,7 +678,9 @@ fn malformed_variables_are_rejected_with_the_reason() {
         await_result: None,
     });
     match p.command(command) {
-        CommandResult::Rejected { kind: RejectionType::InvalidArgument, reason } => assert!(reason.contains("JSON"), "{reason}"),
+        CommandResult::Rejected { kind: RejectionType::InvalidArgument, reason } => {
+            assert!(reason.contains("JSON"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -75,7 +75,12 @@ pub(super) fn scope_chain(kv: &dyn KvRead, scope_key: i64) -> Vec<i64> {
 }
 
 impl Ctx<'_> {
-    pub(super) fn evaluate(&self, expression: &Expression, scope_key: i64, overrides: Option<&Map<String, Json>>) -> Result<Value, FeelError> {
+    pub(super) fn evaluate(
+        &self,
+        expression: &Expression,
+        scope_key: i64,
+        overrides: Option<&Map<String, Json>>,
+    ) -> Result<Value, FeelError> {
         let view = ScopeView::new(&*self.kv, scope_key, overrides);
         expression.evaluate(&view, &Environment { now_millis: self.now })
     }
@@ -118,11 +123,8 @@ impl Ctx<'_> {
         let chain = scope_chain(&*self.kv, scope_key);
         let Some(&root) = chain.last() else { return };
         for (name, value) in document {
-            let target = chain
-                .iter()
-                .copied()
-                .find(|scope| variables::get(&*self.kv, *scope, name).is_some())
-                .unwrap_or(root);
+            let target =
+                chain.iter().copied().find(|scope| variables::get(&*self.kv, *scope, name).is_some()).unwrap_or(root);
             self.set_variable(target, name, value);
         }
     }

@@ -7,8 +7,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use waggle_protocol::record::{
-    IncidentRecord, JobRecord, MessageRecord, MessageStartEventSubscriptionRecord,
-    MessageSubscriptionRecord, ProcessInstanceRecord, ProcessMessageSubscriptionRecord, ProcessRecord,
+    IncidentRecord, JobRecord, MessageRecord, MessageStartEventSubscriptionRecord, MessageSubscriptionRecord,
+    ProcessInstanceRecord, ProcessMessageSubscriptionRecord, ProcessRecord,
 };
 
 use super::{KvRead, KvWrite};
@@ -143,10 +143,7 @@ pub mod processes {
     }
 
     pub fn by_version(kv: &dyn KvRead, tenant: &str, bpmn_process_id: &str, version: i32) -> Option<i64> {
-        super::get(
-            kv,
-            &Key::new(prefix::PROCESS_VERSION).str(tenant).str(bpmn_process_id).i64(version as i64).done(),
-        )
+        super::get(kv, &Key::new(prefix::PROCESS_VERSION).str(tenant).str(bpmn_process_id).i64(version as i64).done())
     }
 
     pub fn insert(kv: &mut dyn KvWrite, process: &ProcessRecord) {
@@ -159,15 +156,12 @@ pub mod processes {
                 .done(),
             &encode(&process.process_definition_key),
         );
-        let newer = latest(kv, &process.tenant_id, &process.bpmn_process_id)
-            .is_none_or(|l| l.version < process.version);
+        let newer =
+            latest(kv, &process.tenant_id, &process.bpmn_process_id).is_none_or(|l| l.version < process.version);
         if newer {
             kv.put(
                 &Key::new(prefix::PROCESS_LATEST).str(&process.tenant_id).str(&process.bpmn_process_id).done(),
-                &encode(&Latest {
-                    version: process.version,
-                    process_definition_key: process.process_definition_key,
-                }),
+                &encode(&Latest { version: process.version, process_definition_key: process.process_definition_key }),
             );
         }
     }
@@ -373,10 +367,9 @@ pub mod jobs {
             JobState::Activated => {
                 kv.put(&Key::new(prefix::JOB_DEADLINE).i64(job.record.deadline).i64(job.key).done(), &[])
             }
-            JobState::BackingOff => kv.put(
-                &Key::new(prefix::JOB_BACKOFF).i64(job.record.recurring_time).i64(job.key).done(),
-                &[],
-            ),
+            JobState::BackingOff => {
+                kv.put(&Key::new(prefix::JOB_BACKOFF).i64(job.record.recurring_time).i64(job.key).done(), &[])
+            }
             JobState::Failed => {}
         }
     }
@@ -390,11 +383,12 @@ pub mod jobs {
         if let Some(old) = get(kv, job_key) {
             match old.state {
                 JobState::Activatable => kv.delete(&activatable_key(&old.record.job_type, job_key)),
-                JobState::Activated => kv
-                    .delete(&Key::new(prefix::JOB_DEADLINE).i64(old.record.deadline).i64(job_key).done()),
-                JobState::BackingOff => kv.delete(
-                    &Key::new(prefix::JOB_BACKOFF).i64(old.record.recurring_time).i64(job_key).done(),
-                ),
+                JobState::Activated => {
+                    kv.delete(&Key::new(prefix::JOB_DEADLINE).i64(old.record.deadline).i64(job_key).done())
+                }
+                JobState::BackingOff => {
+                    kv.delete(&Key::new(prefix::JOB_BACKOFF).i64(old.record.recurring_time).i64(job_key).done())
+                }
                 JobState::Failed => {}
             }
         }
@@ -459,10 +453,7 @@ pub mod incidents {
 
     pub fn insert(kv: &mut dyn KvWrite, incident_key: i64, incident: &IncidentRecord) {
         kv.put(&key(incident_key), &encode(incident));
-        kv.put(
-            &Key::new(prefix::INCIDENT_BY_ELEMENT).i64(incident.element_instance_key).i64(incident_key).done(),
-            &[],
-        );
+        kv.put(&Key::new(prefix::INCIDENT_BY_ELEMENT).i64(incident.element_instance_key).i64(incident_key).done(), &[]);
         if incident.job_key > 0 {
             kv.put(&Key::new(prefix::INCIDENT_BY_JOB).i64(incident.job_key).done(), &encode(&incident_key));
         }
@@ -471,9 +462,7 @@ pub mod incidents {
     pub fn remove(kv: &mut dyn KvWrite, incident_key: i64) {
         let Some(incident) = get(kv, incident_key) else { return };
         kv.delete(&key(incident_key));
-        kv.delete(
-            &Key::new(prefix::INCIDENT_BY_ELEMENT).i64(incident.element_instance_key).i64(incident_key).done(),
-        );
+        kv.delete(&Key::new(prefix::INCIDENT_BY_ELEMENT).i64(incident.element_instance_key).i64(incident_key).done());
         if incident.job_key > 0 {
             kv.delete(&Key::new(prefix::INCIDENT_BY_JOB).i64(incident.job_key).done());
         }
@@ -594,7 +583,12 @@ pub mod subscriptions {
     }
 
     fn message_key(tenant: &str, name: &str, correlation_key: &str, element_instance_key: i64) -> Vec<u8> {
-        Key::new(prefix::MESSAGE_SUBSCRIPTION).str(tenant).str(name).str(correlation_key).i64(element_instance_key).done()
+        Key::new(prefix::MESSAGE_SUBSCRIPTION)
+            .str(tenant)
+            .str(name)
+            .str(correlation_key)
+            .i64(element_instance_key)
+            .done()
     }
 
     pub fn get_message_side(
@@ -649,7 +643,11 @@ pub mod subscriptions {
         Key::new(prefix::PROCESS_MESSAGE_SUBSCRIPTION).i64(element_instance_key).str(name).done()
     }
 
-    pub fn get_process_side(kv: &dyn KvRead, element_instance_key: i64, name: &str) -> Option<ProcessMessageSubscription> {
+    pub fn get_process_side(
+        kv: &dyn KvRead,
+        element_instance_key: i64,
+        name: &str,
+    ) -> Option<ProcessMessageSubscription> {
         super::get(kv, &process_key(element_instance_key, name))
     }
 

@@ -15,23 +15,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the operator crate lives in the workspace");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the operator crate lives in the workspace");
     for dir in crdgen::output_dirs(workspace) {
-        let result = if check {
-            crdgen::check(&dir)
-        } else {
-            crdgen::write(&dir)
-        };
+        let result = if check { crdgen::check(&dir) } else { crdgen::write(&dir) };
         match result {
             Ok(paths) => {
                 for path in paths {
-                    println!(
-                        "{} {}",
-                        if check { "up to date:" } else { "wrote" },
-                        path.display()
-                    );
+                    println!("{} {}", if check { "up to date:" } else { "wrote" }, path.display());
                 }
             }
             Err(error) => {

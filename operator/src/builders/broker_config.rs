@@ -26,9 +26,7 @@ pub enum ConfigError {
     Number { path: String, value: String },
     #[error("config key {key:?} is owned by the operator")]
     Reserved { key: String },
-    #[error(
-        "exporter {exporter}: setting {setting:?} is set both in settings and in secretSettings"
-    )]
+    #[error("exporter {exporter}: setting {setting:?} is set both in settings and in secretSettings")]
     DuplicateSetting { exporter: String, setting: String },
 }
 
@@ -48,15 +46,7 @@ pub struct BrokerConfig {
 /// The environment variable that carries one secret setting of one exporter.
 pub fn secret_env_name(exporter: &str, setting: &str) -> String {
     let upper = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>()
+        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect::<String>()
     };
     format!("WAGGLE_EXPORTER_{}_{}", upper(exporter), upper(setting))
 }
@@ -85,25 +75,16 @@ pub fn render_broker_config(
     for exporter in enabled {
         let name = exporter.metadata.name.clone().unwrap_or_default();
         let mut table = toml::Table::new();
-        table.insert(
-            "kind".into(),
-            toml::Value::String(exporter.spec.kind.as_str().into()),
-        );
+        table.insert("kind".into(), toml::Value::String(exporter.spec.kind.as_str().into()));
         if let Some(settings) = &exporter.spec.settings {
             for (key, value) in sorted(settings) {
-                table.insert(
-                    key.clone(),
-                    to_toml(value, &format!("exporters.{name}.{key}"))?,
-                );
+                table.insert(key.clone(), to_toml(value, &format!("exporters.{name}.{key}"))?);
             }
         }
         let mut env_table = toml::Table::new();
         for secret in &exporter.spec.secret_settings {
             if table.contains_key(&secret.name) {
-                return Err(ConfigError::DuplicateSetting {
-                    exporter: name.clone(),
-                    setting: secret.name.clone(),
-                });
+                return Err(ConfigError::DuplicateSetting { exporter: name.clone(), setting: secret.name.clone() });
             }
             let var = secret_env_name(&name, &secret.name);
             env_table.insert(secret.name.clone(), toml::Value::String(var.clone()));
@@ -120,29 +101,18 @@ pub fn render_broker_config(
     }
 
     let body = toml::to_string(&root).expect("a TOML table always renders");
-    let toml = format!("# Written by waggle-operator from the Cluster and its Exporters; edits are overwritten.\n{body}");
+    let toml =
+        format!("# Written by waggle-operator from the Cluster and its Exporters; edits are overwritten.\n{body}");
     let mut digest = Sha256::new();
     digest.update(toml.as_bytes());
     for (var, reference) in &secret_env {
         digest.update(format!("\n{var}={}/{}", reference.name, reference.key).as_bytes());
     }
-    let hash = digest
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(BrokerConfig {
-        toml,
-        secret_env,
-        exporters: names,
-        hash,
-    })
+    let hash = digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(BrokerConfig { toml, secret_env, exporters: names, hash })
 }
 
-fn sorted(
-    map: &serde_json::Map<String, serde_json::Value>,
-) -> BTreeMap<&String, &serde_json::Value> {
+fn sorted(map: &serde_json::Map<String, serde_json::Value>) -> BTreeMap<&String, &serde_json::Value> {
     map.iter().collect()
 }
 
@@ -154,12 +124,7 @@ fn to_toml(value: &serde_json::Value, path: &str) -> Result<toml::Value, ConfigE
         J::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => toml::Value::Integer(i),
             (None, Some(f)) if n.is_f64() => toml::Value::Float(f),
-            _ => {
-                return Err(ConfigError::Number {
-                    path: path.into(),
-                    value: n.to_string(),
-                })
-            }
+            _ => return Err(ConfigError::Number { path: path.into(), value: n.to_string() }),
         },
         J::String(s) => toml::Value::String(s.clone()),
         J::Array(items) => {
@@ -199,30 +164,17 @@ mod tests {
         let b = json!({"alpha": {"b": "x", "y": true}, "zeta": 1});
         let render = |v: serde_json::Value| render_broker_config(v.as_object(), &[]).unwrap();
         assert_eq!(render(a.clone()), render(b));
-        assert!(render(a)
-            .toml
-            .ends_with("zeta = 1\n\n[alpha]\nb = \"x\"\ny = true\n"));
+        assert!(render(a).toml.ends_with("zeta = 1\n\n[alpha]\nb = \"x\"\ny = true\n"));
     }
 
     #[test]
     fn values_without_a_toml_form_are_refused_with_their_path() {
         let err = render_broker_config(json!({"a": {"b": null}}).as_object(), &[]).unwrap_err();
         assert_eq!(err, ConfigError::Null { path: "a.b".into() });
-        let err =
-            render_broker_config(json!({"list": [1, {"x": 1}]}).as_object(), &[]).unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::MixedArray {
-                path: "list".into()
-            }
-        );
+        let err = render_broker_config(json!({"list": [1, {"x": 1}]}).as_object(), &[]).unwrap_err();
+        assert_eq!(err, ConfigError::MixedArray { path: "list".into() });
         let err = render_broker_config(json!({"peers": "x"}).as_object(), &[]).unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::Reserved {
-                key: "peers".into()
-            }
-        );
+        assert_eq!(err, ConfigError::Reserved { key: "peers".into() });
     }
 
     #[test]
@@ -233,13 +185,7 @@ mod tests {
                 "secretSettings": [{"name": "password", "secretKeyRef": {"name": "s", "key": "k"}}]}
         }));
         let err = render_broker_config(None, &[e]).unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::DuplicateSetting {
-                exporter: "db".into(),
-                setting: "password".into()
-            }
-        );
+        assert_eq!(err, ConfigError::DuplicateSetting { exporter: "db".into(), setting: "password".into() });
     }
 
     #[test]
@@ -250,14 +196,9 @@ mod tests {
                 "secretSettings": [{"name": "password", "secretKeyRef": {"name": "s", "key": "k"}}]}
         }));
         let config = render_broker_config(None, &[e]).unwrap();
-        assert_eq!(
-            config.secret_env.keys().collect::<Vec<_>>(),
-            ["WAGGLE_EXPORTER_AUDIT_DB_PASSWORD"]
-        );
+        assert_eq!(config.secret_env.keys().collect::<Vec<_>>(), ["WAGGLE_EXPORTER_AUDIT_DB_PASSWORD"]);
         assert!(
-            config.toml.contains(
-                "[exporters.audit-db.secret_env]\npassword = \"WAGGLE_EXPORTER_AUDIT_DB_PASSWORD\""
-            ),
+            config.toml.contains("[exporters.audit-db.secret_env]\npassword = \"WAGGLE_EXPORTER_AUDIT_DB_PASSWORD\""),
             "{}",
             config.toml
         );

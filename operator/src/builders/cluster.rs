@@ -16,11 +16,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -65,11 +64,7 @@ pub struct ClusterObjects {
 impl ClusterObjects {
     /// Builds every child of `cluster`, with the configuration of the given Exporters (those that
     /// reference the cluster; the caller selects them).
-    pub fn build(
-        cluster: &Cluster,
-        exporters: &[Exporter],
-        defaults: &Defaults,
-    ) -> Result<Self, BuildError> {
+    pub fn build(cluster: &Cluster, exporters: &[Exporter], defaults: &Defaults) -> Result<Self, BuildError> {
         let config = render_broker_config(cluster.spec.config.as_ref(), exporters)?;
         Ok(ClusterObjects {
             config_map: build_config_map(cluster, &config)?,
@@ -88,17 +83,9 @@ struct Identity {
 }
 
 fn identity(cluster: &Cluster) -> Result<Identity, BuildError> {
-    let namespace = cluster
-        .namespace()
-        .ok_or(BuildError::MissingMetadata("namespace"))?;
-    let owner = cluster
-        .controller_owner_ref(&())
-        .ok_or(BuildError::MissingMetadata("name or uid"))?;
-    Ok(Identity {
-        name: cluster.name_any(),
-        namespace,
-        owner,
-    })
+    let namespace = cluster.namespace().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let owner = cluster.controller_owner_ref(&()).ok_or(BuildError::MissingMetadata("name or uid"))?;
+    Ok(Identity { name: cluster.name_any(), namespace, owner })
 }
 
 /// Name of the StatefulSet, its headless Service and its PDB.
@@ -114,9 +101,7 @@ pub fn config_map_name(cluster: &str) -> String {
 /// Stable DNS names of the brokers, `host:port` in node-id order.
 pub fn broker_addresses(cluster: &str, namespace: &str, brokers: i32, port: i32) -> Vec<String> {
     let set = broker_set_name(cluster);
-    (0..brokers)
-        .map(|i| format!("{set}-{i}.{set}.{namespace}.svc:{port}"))
-        .collect()
+    (0..brokers).map(|i| format!("{set}-{i}.{set}.{namespace}.svc:{port}")).collect()
 }
 
 fn labels(cluster: &Cluster, name: &str) -> BTreeMap<String, String> {
@@ -126,16 +111,8 @@ fn labels(cluster: &Cluster, name: &str) -> BTreeMap<String, String> {
 pub fn build_config_map(cluster: &Cluster, config: &BrokerConfig) -> Result<ConfigMap, BuildError> {
     let id = identity(cluster)?;
     Ok(ConfigMap {
-        metadata: object_meta(
-            config_map_name(&id.name),
-            &id.namespace,
-            labels(cluster, &id.name),
-            id.owner,
-        ),
-        data: Some(BTreeMap::from([(
-            CONFIG_FILE.to_owned(),
-            config.toml.clone(),
-        )])),
+        metadata: object_meta(config_map_name(&id.name), &id.namespace, labels(cluster, &id.name), id.owner),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), config.toml.clone())])),
         ..ConfigMap::default()
     })
 }
@@ -150,12 +127,7 @@ pub fn build_headless_service(cluster: &Cluster) -> Result<Service, BuildError> 
         ..ServicePort::default()
     };
     Ok(Service {
-        metadata: object_meta(
-            broker_set_name(&id.name),
-            &id.namespace,
-            labels(cluster, &id.name),
-            id.owner,
-        ),
+        metadata: object_meta(broker_set_name(&id.name), &id.namespace, labels(cluster, &id.name), id.owner),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_owned()),
             publish_not_ready_addresses: Some(true),
@@ -174,12 +146,7 @@ pub fn build_headless_service(cluster: &Cluster) -> Result<Service, BuildError> 
 pub fn build_pdb(cluster: &Cluster) -> Result<PodDisruptionBudget, BuildError> {
     let id = identity(cluster)?;
     Ok(PodDisruptionBudget {
-        metadata: object_meta(
-            broker_set_name(&id.name),
-            &id.namespace,
-            labels(cluster, &id.name),
-            id.owner,
-        ),
+        metadata: object_meta(broker_set_name(&id.name), &id.namespace, labels(cluster, &id.name), id.owner),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
@@ -193,11 +160,7 @@ pub fn build_pdb(cluster: &Cluster) -> Result<PodDisruptionBudget, BuildError> {
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
+    EnvVar { name: name.to_owned(), value: Some(value.into()), ..EnvVar::default() }
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -217,11 +180,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 /// Probes on the management port, shared by brokers and gateways. Start-up may take long (log
 /// replay), so the startup probe allows ten minutes before liveness takes over.
 pub(crate) fn management_probes() -> (Probe, Probe, Probe) {
-    (
-        http_probe("/health/startup", 5, 120),
-        http_probe("/health/live", 10, 3),
-        http_probe("/health/ready", 5, 3),
-    )
+    (http_probe("/health/startup", 5, 120), http_probe("/health/live", 10, 3), http_probe("/health/ready", 5, 3))
 }
 
 /// The container security settings of every Waggle container: non-root, read-only root file system,
@@ -233,10 +192,7 @@ pub(crate) fn restricted_security_context() -> SecurityContext {
         run_as_group: Some(RUN_AS),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            ..Capabilities::default()
-        }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
         ..SecurityContext::default()
     }
 }
@@ -245,26 +201,15 @@ pub(crate) fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         fs_group: Some(RUN_AS),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            ..SeccompProfile::default()
-        }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..SeccompProfile::default() }),
         ..PodSecurityContext::default()
     }
 }
 
 pub(crate) fn tmp_volume() -> (Volume, VolumeMount) {
     (
-        Volume {
-            name: "tmp".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-        VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        },
+        Volume { name: "tmp".to_owned(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
     )
 }
 
@@ -280,19 +225,14 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
 fn soft_anti_affinity(selector: BTreeMap<String, String>) -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![
-                WeightedPodAffinityTerm {
-                    weight: 100,
-                    pod_affinity_term: PodAffinityTerm {
-                        topology_key: "kubernetes.io/hostname".to_owned(),
-                        label_selector: Some(LabelSelector {
-                            match_labels: Some(selector),
-                            ..LabelSelector::default()
-                        }),
-                        ..PodAffinityTerm::default()
-                    },
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: PodAffinityTerm {
+                    topology_key: "kubernetes.io/hostname".to_owned(),
+                    label_selector: Some(LabelSelector { match_labels: Some(selector), ..LabelSelector::default() }),
+                    ..PodAffinityTerm::default()
                 },
-            ]),
+            }]),
             ..PodAntiAffinity::default()
         }),
         ..Affinity::default()
@@ -311,44 +251,25 @@ pub fn build_stateful_set(
     let selector = cluster_selector_labels(&id.name);
     let labels = labels(cluster, &id.name);
 
-    let peers = broker_addresses(
-        &id.name,
-        &id.namespace,
-        spec.brokers,
-        ports::BROKER_INTERNAL,
-    )
-    .join(",");
+    let peers = broker_addresses(&id.name, &id.namespace, spec.brokers, ports::BROKER_INTERNAL).join(",");
     let field = |name: &str, path: &str| EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.to_owned(),
-                ..ObjectFieldSelector::default()
-            }),
+            field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), ..ObjectFieldSelector::default() }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
     };
     let mut env_vars = vec![
         field("POD_NAME", "metadata.name"),
-        field(
-            "WAGGLE_NODE_ID",
-            "metadata.labels['apps.kubernetes.io/pod-index']",
-        ),
+        field("WAGGLE_NODE_ID", "metadata.labels['apps.kubernetes.io/pod-index']"),
         env(
             "WAGGLE_ADVERTISED_COMMAND_ADDR",
-            format!(
-                "$(POD_NAME).{set_name}.{}.svc:{}",
-                id.namespace,
-                ports::BROKER_COMMAND
-            ),
+            format!("$(POD_NAME).{set_name}.{}.svc:{}", id.namespace, ports::BROKER_COMMAND),
         ),
         env("WAGGLE_CLUSTER_SIZE", spec.brokers.to_string()),
         env("WAGGLE_PARTITIONS", spec.partitions.to_string()),
-        env(
-            "WAGGLE_REPLICATION_FACTOR",
-            spec.replication_factor.to_string(),
-        ),
+        env("WAGGLE_REPLICATION_FACTOR", spec.replication_factor.to_string()),
         env("WAGGLE_PEERS", peers),
         env("WAGGLE_DATA_DIR", format!("{DATA_MOUNT}/data")),
     ];
@@ -368,20 +289,12 @@ pub fn build_stateful_set(
 
     let (startup, liveness, readiness) = management_probes();
     let (tmp, tmp_mount) = tmp_volume();
-    let image = format!(
-        "{}:{}",
-        spec.image.as_deref().unwrap_or(&defaults.image),
-        spec.version
-    );
+    let image = format!("{}:{}", spec.image.as_deref().unwrap_or(&defaults.image), spec.version);
     let container = Container {
         name: "broker".to_owned(),
         image: Some(image),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        args: Some(vec![
-            "broker".to_owned(),
-            "--config".to_owned(),
-            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
-        ]),
+        args: Some(vec!["broker".to_owned(), "--config".to_owned(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
         env: Some(env_vars),
         ports: Some(vec![
             container_port("command", ports::BROKER_COMMAND),
@@ -400,11 +313,7 @@ pub fn build_stateful_set(
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
-            VolumeMount {
-                name: DATA_VOLUME.to_owned(),
-                mount_path: DATA_MOUNT.to_owned(),
-                ..VolumeMount::default()
-            },
+            VolumeMount { name: DATA_VOLUME.to_owned(), mount_path: DATA_MOUNT.to_owned(), ..VolumeMount::default() },
             tmp_mount,
         ]),
         ..Container::default()
@@ -424,12 +333,7 @@ pub fn build_stateful_set(
         spec: Some(PodSpec {
             containers: vec![container],
             security_context: Some(pod_security_context()),
-            affinity: Some(
-                overrides
-                    .affinity
-                    .clone()
-                    .unwrap_or_else(|| soft_anti_affinity(selector.clone())),
-            ),
+            affinity: Some(overrides.affinity.clone().unwrap_or_else(|| soft_anti_affinity(selector.clone()))),
             topology_spread_constraints: non_empty(overrides.topology_spread_constraints.clone()),
             node_selector: non_empty_map(overrides.node_selector.clone()),
             tolerations: non_empty(overrides.tolerations.clone()),
@@ -461,10 +365,7 @@ pub fn build_stateful_set(
             access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
             storage_class_name: spec.storage.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    Quantity(spec.storage.size.clone()),
-                )])),
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(spec.storage.size.clone()))])),
                 ..VolumeResourceRequirements::default()
             }),
             ..PersistentVolumeClaimSpec::default()
@@ -482,10 +383,7 @@ pub fn build_stateful_set(
                 type_: Some("OnDelete".to_owned()),
                 ..StatefulSetUpdateStrategy::default()
             }),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
             template: pod,
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()

@@ -4,9 +4,7 @@
 //! a Cluster upgrades its gateways too (after the brokers, once orchestration exists). The broker list
 //! is derived from the Cluster's size, so scaling the Cluster rewrites the gateways' arguments.
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume,
 };
@@ -15,8 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use super::cluster::{
-    broker_addresses, management_probes, pod_security_context, restricted_security_context,
-    tmp_volume,
+    broker_addresses, management_probes, pod_security_context, restricted_security_context, tmp_volume,
 };
 use super::meta::{gateway_selector_labels, object_meta, standard_labels, Defaults};
 use super::ports;
@@ -37,11 +34,7 @@ pub struct GatewayObjects {
 }
 
 impl GatewayObjects {
-    pub fn build(
-        gateway: &Gateway,
-        cluster: &Cluster,
-        defaults: &Defaults,
-    ) -> Result<Self, GatewayBuildError> {
+    pub fn build(gateway: &Gateway, cluster: &Cluster, defaults: &Defaults) -> Result<Self, GatewayBuildError> {
         Ok(GatewayObjects {
             deployment: build_deployment(gateway, cluster, defaults)?,
             service: build_service(gateway, cluster)?,
@@ -50,20 +43,12 @@ impl GatewayObjects {
 }
 
 fn version<'a>(gateway: &'a Gateway, cluster: &'a Cluster) -> &'a str {
-    gateway
-        .spec
-        .version
-        .as_deref()
-        .unwrap_or(&cluster.spec.version)
+    gateway.spec.version.as_deref().unwrap_or(&cluster.spec.version)
 }
 
 fn meta(gateway: &Gateway, cluster: &Cluster) -> Result<ObjectMeta, GatewayBuildError> {
-    let namespace = gateway
-        .namespace()
-        .ok_or(GatewayBuildError::MissingMetadata("namespace"))?;
-    let owner = gateway
-        .controller_owner_ref(&())
-        .ok_or(GatewayBuildError::MissingMetadata("name or uid"))?;
+    let namespace = gateway.namespace().ok_or(GatewayBuildError::MissingMetadata("namespace"))?;
+    let owner = gateway.controller_owner_ref(&()).ok_or(GatewayBuildError::MissingMetadata("name or uid"))?;
     let name = gateway.name_any();
     let mut labels = standard_labels(gateway_selector_labels(&name), version(gateway, cluster));
     labels.insert("waggle.dev/cluster".to_owned(), cluster.name_any());
@@ -88,22 +73,9 @@ pub fn build_deployment(
     let name = gateway.name_any();
     let namespace = metadata.namespace.clone().unwrap_or_default();
     let selector = gateway_selector_labels(&name);
-    let brokers = broker_addresses(
-        &cluster.name_any(),
-        &namespace,
-        cluster.spec.brokers,
-        ports::BROKER_COMMAND,
-    );
-    let repository = gateway
-        .spec
-        .image
-        .as_deref()
-        .or(cluster.spec.image.as_deref())
-        .unwrap_or(&defaults.image);
-    let pull_policy = gateway
-        .spec
-        .image_pull_policy
-        .or(cluster.spec.image_pull_policy);
+    let brokers = broker_addresses(&cluster.name_any(), &namespace, cluster.spec.brokers, ports::BROKER_COMMAND);
+    let repository = gateway.spec.image.as_deref().or(cluster.spec.image.as_deref()).unwrap_or(&defaults.image);
+    let pull_policy = gateway.spec.image_pull_policy.or(cluster.spec.image_pull_policy);
     let (startup, liveness, readiness) = management_probes();
     let (tmp, tmp_mount) = tmp_volume();
 
@@ -111,11 +83,7 @@ pub fn build_deployment(
         name: "gateway".to_owned(),
         image: Some(format!("{repository}:{}", version(gateway, cluster))),
         image_pull_policy: pull_policy.map(|p| p.as_str().to_owned()),
-        args: Some(vec![
-            "gateway".to_owned(),
-            "--brokers".to_owned(),
-            brokers.join(","),
-        ]),
+        args: Some(vec!["gateway".to_owned(), "--brokers".to_owned(), brokers.join(",")]),
         ports: Some(vec![
             port("grpc", ports::GATEWAY_GRPC),
             port("rest", ports::GATEWAY_REST),
@@ -134,10 +102,7 @@ pub fn build_deployment(
     Ok(Deployment {
         spec: Some(DeploymentSpec {
             replicas: Some(gateway.spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -146,10 +111,7 @@ pub fn build_deployment(
                 }),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: metadata.labels.clone(),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(ObjectMeta { labels: metadata.labels.clone(), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(pod_security_context()),
@@ -183,10 +145,7 @@ pub fn build_service(gateway: &Gateway, cluster: &Cluster) -> Result<Service, Ga
         spec: Some(ServiceSpec {
             type_: Some(svc.type_.as_str().to_owned()),
             selector: Some(gateway_selector_labels(&gateway.name_any())),
-            ports: Some(vec![
-                port("grpc", svc.grpc_port),
-                port("rest", svc.rest_port),
-            ]),
+            ports: Some(vec![port("grpc", svc.grpc_port), port("rest", svc.rest_port)]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -28,35 +28,22 @@ fn selector(instance: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "waggle".to_owned()),
         ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
-        (
-            "app.kubernetes.io/component".to_owned(),
-            component.to_owned(),
-        ),
+        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
     ])
 }
 
 /// Selector labels plus the descriptive ones that may change (version).
-pub(crate) fn standard_labels(
-    selector: BTreeMap<String, String>,
-    version: &str,
-) -> BTreeMap<String, String> {
+pub(crate) fn standard_labels(selector: BTreeMap<String, String>, version: &str) -> BTreeMap<String, String> {
     let mut labels = selector;
     labels.insert("app.kubernetes.io/part-of".to_owned(), "waggle".to_owned());
-    labels.insert(
-        "app.kubernetes.io/managed-by".to_owned(),
-        FIELD_MANAGER.to_owned(),
-    );
+    labels.insert("app.kubernetes.io/managed-by".to_owned(), FIELD_MANAGER.to_owned());
     labels.insert("app.kubernetes.io/version".to_owned(), version.to_owned());
     labels
 }
 
 /// A label selector in the string form the scale subresource reports.
 pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 pub(crate) fn object_meta(

@@ -11,13 +11,11 @@ mod meta;
 
 pub use broker_config::{render_broker_config, secret_env_name, BrokerConfig, ConfigError};
 pub use cluster::{
-    broker_addresses, build_config_map, build_headless_service, build_pdb, build_stateful_set,
-    config_map_name, BuildError, ClusterObjects,
+    broker_addresses, build_config_map, build_headless_service, build_pdb, build_stateful_set, config_map_name,
+    BuildError, ClusterObjects,
 };
 pub use gateway::{build_deployment, build_service, GatewayBuildError, GatewayObjects};
-pub use meta::{
-    cluster_selector_labels, gateway_selector_labels, selector_string, Defaults, FIELD_MANAGER,
-};
+pub use meta::{cluster_selector_labels, gateway_selector_labels, selector_string, Defaults, FIELD_MANAGER};
 
 /// Ports of the broker and gateway processes, fixed by the `waggle` binary's defaults.
 pub mod ports {

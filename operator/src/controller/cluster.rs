@@ -17,9 +17,7 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
 use super::{apply, apply_status, Context, Error, RESYNC, WAIT};
-use crate::builders::{
-    cluster_selector_labels, render_broker_config, selector_string, BuildError, ClusterObjects,
-};
+use crate::builders::{cluster_selector_labels, render_broker_config, selector_string, BuildError, ClusterObjects};
 use crate::crd::{Cluster, ClusterStatus, Exporter};
 use crate::status::{conditions, replicas_health, transition, Health, Replicas};
 
@@ -27,9 +25,7 @@ const KIND: &str = "Cluster";
 
 pub async fn reconcile_cluster(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile(KIND);
-    let namespace = cluster
-        .namespace()
-        .ok_or(Error::NoNamespace { kind: KIND })?;
+    let namespace = cluster.namespace().ok_or(Error::NoNamespace { kind: KIND })?;
     let name = cluster.name_any();
 
     let exporters: Vec<Exporter> = Api::<Exporter>::namespaced(ctx.client.clone(), &namespace)
@@ -100,33 +96,21 @@ async fn fail(ctx: &Context, cluster: &Cluster, error: Error) -> Error {
 }
 
 fn storage_request(stateful_set: &StatefulSet) -> Option<String> {
-    let claim = stateful_set
-        .spec
-        .as_ref()?
-        .volume_claim_templates
-        .as_ref()?
-        .first()?;
+    let claim = stateful_set.spec.as_ref()?.volume_claim_templates.as_ref()?.first()?;
     let requests = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
     requests.get("storage").map(|q| q.0.clone())
 }
 
 /// Starts growing the brokers' volumes when the desired size differs from the existing StatefulSet's
 /// template. Returns the health to report while that happens, or `None` when there is nothing to do.
-async fn expand_volumes(
-    ctx: &Context,
-    namespace: &str,
-    desired: &StatefulSet,
-) -> Result<Option<Health>, Error> {
+async fn expand_volumes(ctx: &Context, namespace: &str, desired: &StatefulSet) -> Result<Option<Health>, Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let name = desired.name_any();
     let Some(existing) = api.get_opt(&name).await? else {
         return Ok(None);
     };
     if existing.metadata.deletion_timestamp.is_some() {
-        return Ok(Some(Health::progressing(
-            "ExpandingVolumes",
-            "waiting for the old StatefulSet to go",
-        )));
+        return Ok(Some(Health::progressing("ExpandingVolumes", "waiting for the old StatefulSet to go")));
     }
     let (Some(size), Some(old)) = (storage_request(desired), storage_request(&existing)) else {
         return Ok(None);
@@ -139,20 +123,14 @@ async fn expand_volumes(
     let replicas = existing.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     for ordinal in 0..replicas {
         let claim = format!("data-{name}-{ordinal}");
-        match claims
-            .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match claims.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(error) => return Err(error.into()),
         }
     }
     api.delete(&name, &DeleteParams::orphan()).await?;
-    Ok(Some(Health::progressing(
-        "ExpandingVolumes",
-        format!("growing broker volumes from {old} to {size}"),
-    )))
+    Ok(Some(Health::progressing("ExpandingVolumes", format!("growing broker volumes from {old} to {size}"))))
 }
 
 async fn report(
@@ -176,12 +154,8 @@ async fn report(
         brokers: replicas.current,
         ready_brokers: replicas.ready,
         selector: selector_string(&cluster_selector_labels(&cluster.name_any())),
-        exporters: objects
-            .map(|o| o.config.exporters.clone())
-            .unwrap_or(previous.exporters.clone()),
-        config_hash: objects
-            .map(|o| o.config.hash.clone())
-            .unwrap_or(previous.config_hash.clone()),
+        exporters: objects.map(|o| o.config.exporters.clone()).unwrap_or(previous.exporters.clone()),
+        config_hash: objects.map(|o| o.config.hash.clone()).unwrap_or(previous.config_hash.clone()),
         progress: health.message().to_owned(),
     };
     apply_status(&ctx.client, cluster, status).await?;

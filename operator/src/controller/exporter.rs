@@ -17,14 +17,9 @@ use crate::status::{conditions, transition, Health};
 
 const KIND: &str = "Exporter";
 
-pub async fn reconcile_exporter(
-    exporter: Arc<Exporter>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
+pub async fn reconcile_exporter(exporter: Arc<Exporter>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile(KIND);
-    let namespace = exporter
-        .namespace()
-        .ok_or(Error::NoNamespace { kind: KIND })?;
+    let namespace = exporter.namespace().ok_or(Error::NoNamespace { kind: KIND })?;
     let name = exporter.name_any();
     let cluster_name = &exporter.spec.cluster_ref.name;
 
@@ -38,9 +33,7 @@ pub async fn reconcile_exporter(
     let Some(cluster) = clusters.get_opt(cluster_name).await? else {
         let health = Health::degraded(
             "ClusterNotFound",
-            format!(
-                "Cluster {cluster_name} does not exist in namespace {namespace}; waiting for it"
-            ),
+            format!("Cluster {cluster_name} does not exist in namespace {namespace}; waiting for it"),
         );
         report(&ctx, &exporter, health, None).await?;
         return Ok(Action::requeue(WAIT));
@@ -49,13 +42,7 @@ pub async fn reconcile_exporter(
     let cluster_status = cluster.status.clone().unwrap_or_default();
     let config_map = crate::builders::config_map_name(cluster_name);
     let (health, applied_to) = if !exporter.spec.enabled {
-        (
-            Health::ready(
-                "Disabled",
-                format!("disabled; left out of Cluster {cluster_name}'s configuration"),
-            ),
-            None,
-        )
+        (Health::ready("Disabled", format!("disabled; left out of Cluster {cluster_name}'s configuration")), None)
     } else if cluster_status.exporters.contains(&name) {
         let applied = AppliedTo {
             cluster: cluster_name.clone(),
@@ -63,20 +50,11 @@ pub async fn reconcile_exporter(
             config_hash: cluster_status.config_hash.clone(),
         };
         (
-            Health::ready(
-                "Applied",
-                format!("configured in ConfigMap {config_map} of Cluster {cluster_name}"),
-            ),
+            Health::ready("Applied", format!("configured in ConfigMap {config_map} of Cluster {cluster_name}")),
             Some(applied),
         )
     } else {
-        (
-            Health::progressing(
-                "Pending",
-                format!("waiting for Cluster {cluster_name} to take the configuration"),
-            ),
-            None,
-        )
+        (Health::progressing("Pending", format!("waiting for Cluster {cluster_name} to take the configuration")), None)
     };
     let ready = matches!(health, Health::Ready { .. });
     report(&ctx, &exporter, health, applied_to).await?;
@@ -93,12 +71,7 @@ async fn report(
     let generation = exporter.metadata.generation;
     let status = ExporterStatus {
         observed_generation: generation,
-        conditions: conditions(
-            &previous.conditions,
-            &health,
-            generation,
-            &Time(Timestamp::now()),
-        ),
+        conditions: conditions(&previous.conditions, &health, generation, &Time(Timestamp::now())),
         applied_to,
     };
     apply_status(&ctx.client, exporter, status).await?;

@@ -20,17 +20,13 @@ const KIND: &str = "Gateway";
 
 pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile(KIND);
-    let namespace = gateway
-        .namespace()
-        .ok_or(Error::NoNamespace { kind: KIND })?;
+    let namespace = gateway.namespace().ok_or(Error::NoNamespace { kind: KIND })?;
     let cluster_name = &gateway.spec.cluster_ref.name;
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(cluster) = clusters.get_opt(cluster_name).await? else {
         let health = Health::degraded(
             "ClusterNotFound",
-            format!(
-                "Cluster {cluster_name} does not exist in namespace {namespace}; waiting for it"
-            ),
+            format!("Cluster {cluster_name} does not exist in namespace {namespace}; waiting for it"),
         );
         report(&ctx, &gateway, health, Replicas::default()).await?;
         return Ok(Action::requeue(WAIT));
@@ -48,8 +44,7 @@ pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Resu
         Err(error) => {
             if !error.is_conflict() {
                 let health = Health::degraded("ApplyFailed", error.to_string());
-                if let Err(status_error) = report(&ctx, &gateway, health, Replicas::default()).await
-                {
+                if let Err(status_error) = report(&ctx, &gateway, health, Replicas::default()).await {
                     tracing::warn!(%status_error, "could not report the failure in the status");
                 }
             }
@@ -60,10 +55,7 @@ pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Resu
     let observed = deployment.status.clone().unwrap_or_default();
     let replicas = Replicas {
         desired: gateway.spec.replicas,
-        current: observed
-            .updated_replicas
-            .unwrap_or(0)
-            .min(observed.replicas.unwrap_or(0)),
+        current: observed.updated_replicas.unwrap_or(0).min(observed.replicas.unwrap_or(0)),
         ready: observed.ready_replicas.unwrap_or(0),
         observed: observed.observed_generation >= deployment.metadata.generation,
     };
@@ -74,23 +66,13 @@ pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Resu
     Ok(Action::requeue(if ready { RESYNC } else { WAIT }))
 }
 
-async fn report(
-    ctx: &Context,
-    gateway: &Gateway,
-    health: Health,
-    replicas: Replicas,
-) -> Result<(), Error> {
+async fn report(ctx: &Context, gateway: &Gateway, health: Health, replicas: Replicas) -> Result<(), Error> {
     let previous = gateway.status.clone().unwrap_or_default();
     let generation = gateway.metadata.generation;
     let name = gateway.name_any();
     let status = GatewayStatus {
         observed_generation: generation,
-        conditions: conditions(
-            &previous.conditions,
-            &health,
-            generation,
-            &Time(Timestamp::now()),
-        ),
+        conditions: conditions(&previous.conditions, &health, generation, &Time(Timestamp::now())),
         replicas: replicas.current,
         ready_replicas: replicas.ready,
         selector: selector_string(&gateway_selector_labels(&name)),

@@ -87,32 +87,15 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, defaults: Defaults, metrics: Metrics, instance: &str) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: Some(instance.to_owned()),
-        };
-        Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            defaults,
-            metrics,
-        }
+        let reporter = Reporter { controller: FIELD_MANAGER.to_owned(), instance: Some(instance.to_owned()) };
+        Context { recorder: Recorder::new(client.clone(), reporter), client, defaults, metrics }
     }
 
     /// Publishes an Event about `object`. Events are best effort: failing to record one must not
     /// fail the reconcile that caused it.
-    async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        object: &K,
-        action: &str,
-        transition: Transition,
-    ) {
+    async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, action: &str, transition: Transition) {
         let event = Event {
-            type_: if transition.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_: if transition.warning { EventType::Warning } else { EventType::Normal },
             reason: transition.reason,
             note: Some(transition.note),
             action: action.to_owned(),
@@ -127,30 +110,20 @@ impl Context {
 /// Server-side applies `object` under the operator's field manager, taking over fields others set.
 async fn apply<K>(client: &Client, object: &K) -> Result<K, kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
 {
     let namespace = object.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&object.name_any(), &params, &Patch::Apply(object))
-        .await
+    api.patch(&object.name_any(), &params, &Patch::Apply(object)).await
 }
 
 /// Server-side applies the status of `object`.
 async fn apply_status<K>(client: &Client, object: &K, status: impl Serialize) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
 {
-    let namespace = object
-        .namespace()
-        .ok_or(Error::NoNamespace { kind: "object" })?;
+    let namespace = object.namespace().ok_or(Error::NoNamespace { kind: "object" })?;
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -158,8 +131,7 @@ where
         "status": serde_json::to_value(status)?,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&object.name_any(), &params, &Patch::Apply(&body))
-        .await?;
+    api.patch_status(&object.name_any(), &params, &Patch::Apply(&body)).await?;
     Ok(())
 }
 
@@ -177,9 +149,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check of a resource that waits for something (pods starting, a missing reference).
 pub const WAIT: Duration = Duration::from_secs(15);
 
-fn error_policy<K: ResourceExt>(
-    kind: &'static str,
-) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+fn error_policy<K: ResourceExt>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |object, error, ctx| {
         ctx.metrics.reconcile_failed(kind, error.label());
         tracing::warn!(kind, name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed");
@@ -208,14 +178,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         .owns(api_for::<ConfigMap>(&client, ns), config.clone())
         .owns(api_for::<Service>(&client, ns), config.clone())
         .owns(api_for::<PodDisruptionBudget>(&client, ns), config.clone())
-        .watches(
-            api_for::<Exporter>(&client, ns),
-            config.clone(),
-            |exporter| {
-                let namespace = exporter.namespace()?;
-                Some(ObjectRef::<Cluster>::new(&exporter.spec.cluster_ref.name).within(&namespace))
-            },
-        )
+        .watches(api_for::<Exporter>(&client, ns), config.clone(), |exporter| {
+            let namespace = exporter.namespace()?;
+            Some(ObjectRef::<Cluster>::new(&exporter.spec.cluster_ref.name).within(&namespace))
+        })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile_cluster, error_policy("Cluster"), ctx.clone())
         .for_each(|_| async {});
@@ -225,15 +191,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let gateways = gateway_controller
         .owns(api_for::<Deployment>(&client, ns), config.clone())
         .owns(api_for::<Service>(&client, ns), config.clone())
-        .watches(
-            api_for::<Cluster>(&client, ns),
-            config.clone(),
-            move |cluster| {
-                referencing(&gateways_store.state(), &cluster, |g: &Gateway| {
-                    &g.spec.cluster_ref.name
-                })
-            },
-        )
+        .watches(api_for::<Cluster>(&client, ns), config.clone(), move |cluster| {
+            referencing(&gateways_store.state(), &cluster, |g: &Gateway| &g.spec.cluster_ref.name)
+        })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile_gateway, error_policy("Gateway"), ctx.clone())
         .for_each(|_| async {});
@@ -242,9 +202,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let exporters_store = exporter_controller.store();
     let exporters = exporter_controller
         .watches(api_for::<Cluster>(&client, ns), config, move |cluster| {
-            referencing(&exporters_store.state(), &cluster, |e: &Exporter| {
-                &e.spec.cluster_ref.name
-            })
+            referencing(&exporters_store.state(), &cluster, |e: &Exporter| &e.spec.cluster_ref.name)
         })
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile_exporter, error_policy("Exporter"), ctx)
@@ -254,19 +212,13 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
 }
 
 /// The objects in `store` of the same namespace as `cluster` whose cluster reference names it.
-fn referencing<K>(
-    store: &[Arc<K>],
-    cluster: &Cluster,
-    cluster_of: impl Fn(&K) -> &String,
-) -> Vec<ObjectRef<K>>
+fn referencing<K>(store: &[Arc<K>], cluster: &Cluster, cluster_of: impl Fn(&K) -> &String) -> Vec<ObjectRef<K>>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
     store
         .iter()
-        .filter(|o| {
-            o.meta().namespace == cluster.namespace() && cluster_of(o) == &cluster.name_any()
-        })
+        .filter(|o| o.meta().namespace == cluster.namespace() && cluster_of(o) == &cluster.name_any())
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }

@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
-};
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -32,24 +30,12 @@ use super::common::{free_form_object, quantity_string};
         status_replicas_path = ".status.brokers",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Brokers", type_ = "integer", json_path = ".spec.brokers"),
-    printcolumn(
-        name = "Ready Brokers",
-        type_ = "integer",
-        json_path = ".status.readyBrokers"
-    ),
+    printcolumn(name = "Ready Brokers", type_ = "integer", json_path = ".status.readyBrokers"),
     printcolumn(name = "Partitions", type_ = "integer", json_path = ".spec.partitions"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.replicationFactor <= self.brokers").message("replicationFactor must not exceed brokers").field_path(".replicationFactor"))]
 #[serde(rename_all = "camelCase")]
@@ -107,23 +93,12 @@ impl PullPolicy {
 }
 
 /// The broker configuration keys that the operator sets itself.
-pub const RESERVED_CONFIG_KEYS: &[&str] = &[
-    "node_id",
-    "cluster_size",
-    "partitions",
-    "replication_factor",
-    "peers",
-    "data_dir",
-    "exporters",
-];
+pub const RESERVED_CONFIG_KEYS: &[&str] =
+    &["node_id", "cluster_size", "partitions", "replication_factor", "peers", "data_dir", "exporters"];
 
 fn broker_config_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = free_form_object(generator);
-    let keys = RESERVED_CONFIG_KEYS
-        .iter()
-        .map(|k| format!("'{k}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let keys = RESERVED_CONFIG_KEYS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
     schema.insert(
         "x-kubernetes-validations".into(),
         serde_json::json!([{

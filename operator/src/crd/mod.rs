@@ -15,13 +15,10 @@ mod exporter;
 mod gateway;
 
 pub use cluster::{
-    Cluster, ClusterSpec, ClusterStatus, PodTemplateOverrides, PullPolicy, StorageSpec,
-    RESERVED_CONFIG_KEYS,
+    Cluster, ClusterSpec, ClusterStatus, PodTemplateOverrides, PullPolicy, StorageSpec, RESERVED_CONFIG_KEYS,
 };
 pub use common::{ClusterReference, SecretKeyReference};
-pub use exporter::{
-    AppliedTo, Exporter, ExporterKind, ExporterSpec, ExporterStatus, SecretSetting,
-};
+pub use exporter::{AppliedTo, Exporter, ExporterKind, ExporterSpec, ExporterStatus, SecretSetting};
 pub use gateway::{Gateway, GatewayService, GatewaySpec, GatewayStatus, ServiceType};
 
 /// The API group of every Waggle resource.

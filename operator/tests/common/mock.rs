@@ -27,41 +27,22 @@ pub struct Call {
 
 impl ApiServer {
     pub async fn next(&mut self) -> Call {
-        let (request, respond) =
-            tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
-                .await
-                .expect("the operator made no further request")
-                .expect("the client was dropped");
+        let (request, respond) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .expect("the operator made no further request")
+            .expect("the client was dropped");
         let method = request.method().to_string();
         let uri = request.uri().to_string();
         let bytes = request.into_body().collect_bytes().await.unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        Call {
-            method,
-            uri,
-            body,
-            respond,
-        }
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        Call { method, uri, body, respond }
     }
 
     /// The next request, which must be `method` on a URI starting with `path`.
     pub async fn expect(&mut self, method: &str, path: &str) -> Call {
         let call = self.next().await;
-        assert_eq!(
-            call.method, method,
-            "unexpected request {} {}",
-            call.method, call.uri
-        );
-        assert!(
-            call.uri.starts_with(path),
-            "expected {method} {path}, got {} {}",
-            call.method,
-            call.uri
-        );
+        assert_eq!(call.method, method, "unexpected request {} {}", call.method, call.uri);
+        assert!(call.uri.starts_with(path), "expected {method} {path}, got {} {}", call.method, call.uri);
         call
     }
 
@@ -69,11 +50,7 @@ impl ApiServer {
     /// (plus `status`, when given). Returns the applied body.
     pub async fn expect_apply(&mut self, path: &str, status: Option<Value>) -> Value {
         let call = self.expect("PATCH", path).await;
-        assert!(
-            call.uri.contains("fieldManager=waggle-operator"),
-            "{}",
-            call.uri
-        );
+        assert!(call.uri.contains("fieldManager=waggle-operator"), "{}", call.uri);
         assert!(call.uri.contains("force=true"), "{}", call.uri);
         let mut object = call.body.clone();
         object["metadata"]["generation"] = json!(1);
@@ -87,23 +64,14 @@ impl ApiServer {
 
     /// Asserts the operator is done: it dropped its client without another request.
     pub async fn expect_done(mut self) {
-        let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
-            .await
-            .unwrap();
-        assert!(
-            next.is_none(),
-            "unexpected request {:?}",
-            next.map(|(r, _)| r.uri().to_string())
-        );
+        let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await.unwrap();
+        assert!(next.is_none(), "unexpected request {:?}", next.map(|(r, _)| r.uri().to_string()));
     }
 }
 
 impl Call {
     pub fn reply(self, code: u16, body: Value) {
-        let response = Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap();
+        let response = Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap();
         self.respond.send_response(response);
     }
 

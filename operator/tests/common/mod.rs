@@ -20,10 +20,7 @@ pub fn workspace_dir() -> PathBuf {
 pub fn documents(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| {
-            serde_json::Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        })
+        .map(|doc| serde_json::Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
         .filter(|doc| !doc.is_null())
         .collect()
 }

@@ -1,0 +1,155 @@
+//! A broker's configuration, validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub node_id: u32,
+    pub cluster_size: u32,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// Internal addresses of all brokers in node-id order (may be empty for a single broker).
+    pub peers: Vec<String>,
+    pub data_dir: PathBuf,
+    /// Where other brokers reach this one (raft).
+    pub internal_addr: SocketAddr,
+    /// Where gateways reach this one.
+    pub command_addr: SocketAddr,
+    /// The command address to tell gateways; defaults to `command_addr`.
+    pub advertised_command_addr: Option<String>,
+    pub management_addr: SocketAddr,
+    /// Commands a partition queues before it answers RESOURCE_EXHAUSTED.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("invalid configuration: {key} {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+impl BrokerConfig {
+    /// A single broker with one partition: the `waggle dev` default.
+    pub fn single_node(data_dir: PathBuf, command_addr: SocketAddr, management_addr: SocketAddr) -> Self {
+        BrokerConfig {
+            node_id: 0,
+            cluster_size: 1,
+            partitions: 1,
+            replication_factor: 1,
+            peers: vec![],
+            data_dir,
+            internal_addr: command_addr,
+            command_addr,
+            advertised_command_addr: None,
+            management_addr,
+            queue_capacity: 4096,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster_size == 0 {
+            return Err(invalid("cluster-size", "must be at least 1"));
+        }
+        if self.node_id >= self.cluster_size {
+            return Err(invalid(
+                "node-id",
+                format!(
+                    "is {} but must be below cluster-size ({}): node ids count from 0",
+                    self.node_id, self.cluster_size
+                ),
+            ));
+        }
+        if self.partitions == 0 {
+            return Err(invalid("partitions", "must be at least 1"));
+        }
+        if self.replication_factor == 0 {
+            return Err(invalid("replication-factor", "must be at least 1"));
+        }
+        if self.replication_factor > self.cluster_size {
+            return Err(invalid(
+                "replication-factor",
+                format!("is {} but must not exceed cluster-size ({})", self.replication_factor, self.cluster_size),
+            ));
+        }
+        if self.cluster_size > 1 && self.peers.len() != self.cluster_size as usize {
+            return Err(invalid(
+                "peers",
+                format!(
+                    "lists {} addresses but cluster-size is {}: give every broker's internal address in node-id order",
+                    self.peers.len(),
+                    self.cluster_size
+                ),
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("queue-capacity", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Node ids that hold replicas of a partition: round-robin, partition p on (p-1+i) mod n.
+    pub fn replicas_of(&self, partition_id: u32) -> Vec<u32> {
+        (0..self.replication_factor).map(|i| (partition_id - 1 + i) % self.cluster_size).collect()
+    }
+
+    /// Partitions with a replica on this broker.
+    pub fn local_partitions(&self) -> Vec<u32> {
+        (1..=self.partitions).filter(|p| self.replicas_of(*p).contains(&self.node_id)).collect()
+    }
+
+    /// The internal address of a node.
+    pub fn peer_addr(&self, node_id: u32) -> String {
+        self.peers.get(node_id as usize).cloned().unwrap_or_else(|| self.internal_addr.to_string())
+    }
+
+    pub fn advertised_command_addr(&self) -> String {
+        self.advertised_command_addr.clone().unwrap_or_else(|| self.command_addr.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(size: u32, rf: u32) -> BrokerConfig {
+        BrokerConfig {
+            cluster_size: size,
+            replication_factor: rf,
+            partitions: 3,
+            peers: (0..size).map(|i| format!("127.0.0.1:{}", 27000 + i)).collect(),
+            ..BrokerConfig::single_node(
+                "data".into(),
+                "127.0.0.1:26501".parse().unwrap(),
+                "127.0.0.1:9600".parse().unwrap(),
+            )
+        }
+    }
+
+    #[test]
+    fn replication_factor_above_cluster_size_is_refused_naming_both_keys() {
+        let error = cluster(2, 3).validate().unwrap_err().to_string();
+        assert!(error.contains("replication-factor") && error.contains("cluster-size"), "{error}");
+    }
+
+    #[test]
+    fn peers_must_list_every_broker() {
+        let mut config = cluster(3, 3);
+        config.peers.pop();
+        assert!(config.validate().unwrap_err().to_string().contains("peers"));
+    }
+
+    #[test]
+    fn replicas_are_placed_round_robin() {
+        let config = cluster(3, 2);
+        assert_eq!(config.replicas_of(1), vec![0, 1]);
+        assert_eq!(config.replicas_of(2), vec![1, 2]);
+        assert_eq!(config.replicas_of(3), vec![2, 0]);
+        let node2 = BrokerConfig { node_id: 2, ..config };
+        assert_eq!(node2.local_partitions(), vec![2, 3]);
+    }
+}

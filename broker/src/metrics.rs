@@ -1,0 +1,102 @@
+//! Prometheus metrics of a broker, served on the management port.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Commands processed, by partition, command and outcome (accepted or rejected).
+    pub commands: IntCounterVec,
+    /// Time from a command's arrival at the partition to the end of its processing, including the
+    /// raft commit of its batch.
+    pub processing_seconds: HistogramVec,
+    /// Records per appended raft entry.
+    pub batch_records: HistogramVec,
+    /// Commands refused because a partition's queue was full.
+    pub backpressure: IntCounterVec,
+    /// Position of the last applied record.
+    pub applied_position: IntGaugeVec,
+    /// Raft role: 0 follower, 1 candidate, 2 leader, 3 learner, 4 shut down.
+    pub raft_role: IntGaugeVec,
+    pub raft_term: IntGaugeVec,
+    pub raft_last_log_index: IntGaugeVec,
+    pub raft_applied_index: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let partition = &["partition"];
+        let commands = IntCounterVec::new(
+            Opts::new("waggle_commands_total", "Commands processed by the engine"),
+            &["partition", "command", "outcome"],
+        )
+        .expect("valid metric");
+        let processing_seconds = HistogramVec::new(
+            HistogramOpts::new("waggle_command_processing_seconds", "Time from a command's arrival to its commit")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            partition,
+        )
+        .expect("valid metric");
+        let batch_records = HistogramVec::new(
+            HistogramOpts::new("waggle_batch_records", "Records per appended raft entry")
+                .buckets(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
+            partition,
+        )
+        .expect("valid metric");
+        let backpressure = IntCounterVec::new(
+            Opts::new("waggle_backpressure_rejections_total", "Commands refused because a partition was busy"),
+            partition,
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), partition).expect("valid metric");
+        let metrics = Metrics {
+            commands,
+            processing_seconds,
+            batch_records,
+            backpressure,
+            applied_position: gauge("waggle_applied_position", "Position of the last applied record"),
+            raft_role: gauge(
+                "waggle_raft_role",
+                "Raft role: 0 follower, 1 candidate, 2 leader, 3 learner, 4 shut down",
+            ),
+            raft_term: gauge("waggle_raft_term", "Current raft term"),
+            raft_last_log_index: gauge("waggle_raft_last_log_index", "Index of the last raft entry in the local log"),
+            raft_applied_index: gauge("waggle_raft_applied_index", "Index of the last applied raft entry"),
+            registry,
+        };
+        for collector in [
+            Box::new(metrics.commands.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.processing_seconds.clone()),
+            Box::new(metrics.batch_records.clone()),
+            Box::new(metrics.backpressure.clone()),
+            Box::new(metrics.applied_position.clone()),
+            Box::new(metrics.raft_role.clone()),
+            Box::new(metrics.raft_term.clone()),
+            Box::new(metrics.raft_last_log_index.clone()),
+            Box::new(metrics.raft_applied_index.clone()),
+        ] {
+            metrics.registry.register(collector).expect("metric names are unique");
+        }
+        // CPU time, memory and file descriptors of the broker process (process_cpu_seconds_total, ...).
+        metrics
+            .registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("the process collector registers once");
+        metrics
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut text)
+            .expect("encoding metrics to a string cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,351 @@
+//! A partition replica on this broker: its raft group and, while it leads, the engine's driver.
+//!
+//! The driver is one task per partition. It takes commands from a bounded queue (a full queue is
+//! backpressure), processes everything waiting as one batch on an overlay of the applied state, appends
+//! the resulting records as one raft entry, and answers the clients once that entry is committed and
+//! applied. Batching amortises the fsync of the raft log over every command that arrived meanwhile.
+//! Time-driven work (job time-outs, back-offs, message expiry) enters the same queue as a tick.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::BasicNode;
+use rocksdb::DB;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use waggle_engine::processor::{Engine, Input, Output, PartitionCommand};
+use waggle_engine::state::Overlay;
+use waggle_protocol::command::{BrokerError, BrokerReply, ClientCommand, CommandResult};
+use waggle_protocol::record::RecordBatch;
+use waggle_protocol::topology::{PartitionHealth, PartitionInfo, PartitionRole};
+
+use crate::metrics::Metrics;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, Peers};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+use crate::storage::{self, StateReader};
+
+/// How many commands one batch takes at most.
+const MAX_BATCH: usize = 512;
+/// How long the driver sleeps when nothing is due: it re-checks for due work at least this often.
+const IDLE_TICK: Duration = Duration::from_millis(1000);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("cannot start raft for partition {partition_id}: {message}")]
+    Raft { partition_id: u32, message: String },
+}
+
+/// A job type that has activatable jobs on a partition.
+#[derive(Clone, Debug)]
+pub struct JobAvailable {
+    pub job_type: String,
+    pub partition_id: u32,
+}
+
+struct Submission {
+    input: Input,
+    reply: Option<oneshot::Sender<BrokerReply>>,
+    received: Instant,
+}
+
+/// Where commands for other partitions go.
+pub type Router = Arc<dyn Fn(u32, PartitionCommand) + Send + Sync>;
+
+pub struct Partition {
+    pub id: u32,
+    node_id: u64,
+    pub raft: Raft,
+    queue: mpsc::Sender<Submission>,
+}
+
+pub struct PartitionSetup<'a> {
+    pub partition_id: u32,
+    pub partition_count: u32,
+    pub node_id: u64,
+    /// Node id → internal address of every replica of this partition.
+    pub members: BTreeMap<u64, String>,
+    pub data_dir: &'a Path,
+    pub peers: Peers,
+    pub queue_capacity: usize,
+    pub metrics: Arc<Metrics>,
+    pub jobs: broadcast::Sender<JobAvailable>,
+    pub router: Router,
+    pub shutdown: CancellationToken,
+}
+
+impl Partition {
+    pub async fn start(setup: PartitionSetup<'_>) -> Result<Arc<Partition>, PartitionError> {
+        let id = setup.partition_id;
+        let dir = setup.data_dir.join(format!("partition-{id}"));
+        let db = storage::open(&dir)?;
+        let raft_error = |e: &dyn std::fmt::Display| PartitionError::Raft { partition_id: id, message: e.to_string() };
+        let config = openraft::Config {
+            cluster_name: format!("waggle-partition-{id}"),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| raft_error(&e))?;
+        let applied_metric = setup.metrics.applied_position.with_label_values(&[&id.to_string()]);
+        let state_machine = StateMachine::new(
+            db.clone(),
+            Engine::new(id, setup.partition_count),
+            dir.join("snapshot.bin"),
+            Arc::new(move |position| applied_metric.set(position)),
+        );
+        let network = NetworkFactory { partition_id: id, peers: setup.peers.clone() };
+        let raft = Raft::new(setup.node_id, Arc::new(config), network, LogStore::new(db.clone()), state_machine)
+            .await
+            .map_err(|e| raft_error(&e))?;
+        if !raft.is_initialized().await.map_err(|e| raft_error(&e))? {
+            let members: BTreeMap<u64, BasicNode> =
+                setup.members.iter().map(|(node, addr)| (*node, BasicNode { addr: addr.clone() })).collect();
+            if let Err(e) = raft.initialize(members).await {
+                // Another replica may have initialised the group first; that is the same outcome.
+                tracing::debug!(partition = id, error = %e, "raft group already initialised");
+            }
+        }
+        let (queue, receiver) = mpsc::channel(setup.queue_capacity);
+        let partition = Arc::new(Partition { id, node_id: setup.node_id, raft: raft.clone(), queue });
+        let driver = Driver {
+            id,
+            node_id: setup.node_id,
+            raft,
+            db,
+            engine: Engine::new(id, setup.partition_count),
+            partition_count: setup.partition_count,
+            receiver,
+            waiters: HashMap::new(),
+            ready_term: None,
+            metrics: setup.metrics,
+            jobs: setup.jobs,
+            router: setup.router,
+        };
+        tokio::spawn(driver.run(setup.shutdown));
+        Ok(partition)
+    }
+
+    /// Runs a client command on this partition if it leads, and waits for the answer.
+    pub async fn execute(&self, command: ClientCommand) -> BrokerReply {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Input::Client(command), Some(reply))?;
+        answer
+            .await
+            .map_err(|_| BrokerError::NotLeader { partition_id: self.id, leader: self.leader().map(u64::from) })?
+    }
+
+    /// Queues a command from another partition; it needs no answer.
+    pub fn deliver(&self, command: PartitionCommand) -> Result<(), BrokerError> {
+        self.submit(Input::Partition(command), None)
+    }
+
+    fn submit(&self, input: Input, reply: Option<oneshot::Sender<BrokerReply>>) -> Result<(), BrokerError> {
+        if self.leader() != Some(self.node_id as u32) {
+            return Err(BrokerError::NotLeader { partition_id: self.id, leader: self.leader().map(u64::from) });
+        }
+        let submission = Submission { input, reply, received: Instant::now() };
+        self.queue.try_send(submission).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BrokerError::Backpressure { partition_id: self.id },
+            mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
+        })
+    }
+
+    pub fn leader(&self) -> Option<u32> {
+        self.raft.metrics().borrow().current_leader.map(|l| l as u32)
+    }
+
+    pub fn info(&self) -> PartitionInfo {
+        let metrics = self.raft.metrics().borrow().clone();
+        let role = match metrics.state {
+            openraft::ServerState::Leader => PartitionRole::Leader,
+            openraft::ServerState::Follower | openraft::ServerState::Candidate | openraft::ServerState::Learner => {
+                PartitionRole::Follower
+            }
+            openraft::ServerState::Shutdown => PartitionRole::Inactive,
+        };
+        let health = match (metrics.state, metrics.current_leader) {
+            (openraft::ServerState::Shutdown, _) => PartitionHealth::Dead,
+            (_, None) => PartitionHealth::Unhealthy,
+            _ => PartitionHealth::Healthy,
+        };
+        PartitionInfo {
+            partition_id: self.id,
+            role,
+            health,
+            leader: metrics.current_leader.map(|l| l as u32),
+            term: metrics.current_term,
+        }
+    }
+}
+
+struct Driver {
+    id: u32,
+    node_id: u64,
+    raft: Raft,
+    db: Arc<DB>,
+    engine: Engine,
+    partition_count: u32,
+    receiver: mpsc::Receiver<Submission>,
+    /// Clients waiting for an instance to complete, by process instance key.
+    waiters: HashMap<i64, oneshot::Sender<BrokerReply>>,
+    /// The term in which this replica caught up on everything before it started leading.
+    ready_term: Option<u64>,
+    metrics: Arc<Metrics>,
+    jobs: broadcast::Sender<JobAvailable>,
+    router: Router,
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Driver {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let label = self.id.to_string();
+        loop {
+            let wait = Engine::next_due(&StateReader::new(&self.db))
+                .map(|due| Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_TICK))
+                .unwrap_or(IDLE_TICK);
+            let mut batch = Vec::new();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = self.receiver.recv() => match received {
+                    Some(submission) => batch.push(submission),
+                    None => break,
+                },
+                _ = tokio::time::sleep(wait) => {
+                    self.waiters.retain(|_, waiter| !waiter.is_closed());
+                    batch.push(Submission { input: Input::Tick, reply: None, received: Instant::now() });
+                }
+            }
+            while batch.len() < MAX_BATCH {
+                match self.receiver.try_recv() {
+                    Ok(submission) => batch.push(submission),
+                    Err(_) => break,
+                }
+            }
+            if !self.ensure_leading().await {
+                self.refuse(batch);
+                continue;
+            }
+            self.process(batch, &label).await;
+        }
+        tracing::debug!(partition = self.id, "partition driver stopped");
+    }
+
+    /// Whether this replica leads and has applied everything committed before its term began.
+    async fn ensure_leading(&mut self) -> bool {
+        let (leader, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader, m.current_term)
+        };
+        if leader != Some(self.node_id) {
+            self.ready_term = None;
+            self.waiters.clear();
+            return false;
+        }
+        if self.ready_term == Some(term) {
+            return true;
+        }
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => {
+                // Models cached by a previous term may stem from batches that never committed.
+                self.engine = Engine::new(self.id, self.partition_count);
+                self.ready_term = Some(term);
+                true
+            }
+            Err(e) => {
+                tracing::info!(partition = self.id, error = %e, "not ready to lead yet");
+                false
+            }
+        }
+    }
+
+    fn refuse(&self, batch: Vec<Submission>) {
+        let leader = self.raft.metrics().borrow().current_leader;
+        for submission in batch {
+            if let Some(reply) = submission.reply {
+                let _ = reply.send(Err(BrokerError::NotLeader { partition_id: self.id, leader }));
+            }
+        }
+    }
+
+    async fn process(&mut self, batch: Vec<Submission>, label: &str) {
+        let now = now_millis();
+        let mut outputs: Vec<(Option<oneshot::Sender<BrokerReply>>, bool, &'static str, Instant, Output)> =
+            Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        {
+            let reader = StateReader::new(&self.db);
+            let mut overlay = Overlay::new(&reader);
+            for submission in batch {
+                let (awaits, name) = match &submission.input {
+                    Input::Client(command @ ClientCommand::CreateProcessInstance(create)) => {
+                        (create.await_result.is_some(), command.name())
+                    }
+                    Input::Client(command) => (false, command.name()),
+                    Input::Partition(_) => (false, "PartitionCommand"),
+                    Input::Tick => (false, "Tick"),
+                };
+                let mut output = self.engine.process(&mut overlay, submission.input, now);
+                records.append(&mut output.records);
+                outputs.push((submission.reply, awaits, name, submission.received, output));
+            }
+        }
+        if !records.is_empty() {
+            self.metrics.batch_records.with_label_values(&[label]).observe(records.len() as f64);
+            if let Err(e) = self.raft.client_write(RecordBatch::new(records)).await {
+                tracing::warn!(partition = self.id, error = %e, "could not commit a batch; its commands were not applied");
+                self.engine = Engine::new(self.id, self.partition_count);
+                self.ready_term = None;
+                let leader = self.raft.metrics().borrow().current_leader;
+                for (reply, ..) in outputs {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(BrokerError::NotLeader { partition_id: self.id, leader }));
+                    }
+                }
+                return;
+            }
+        }
+        for (reply, awaits, name, received, output) in outputs {
+            let outcome = match &output.result {
+                Some(CommandResult::Rejected { .. }) => "rejected",
+                _ => "accepted",
+            };
+            self.metrics.commands.with_label_values(&[label, name, outcome]).inc();
+            self.metrics.processing_seconds.with_label_values(&[label]).observe(received.elapsed().as_secs_f64());
+            if let (Some(reply), Some(result)) = (reply, output.result) {
+                match result {
+                    CommandResult::ProcessInstanceCreated(created) if awaits => {
+                        self.waiters.insert(created.process_instance_key, reply);
+                    }
+                    result => {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+            }
+            for (instance, result) in output.finished_instances {
+                if let Some(waiter) = self.waiters.remove(&instance) {
+                    let _ = waiter.send(Ok(result));
+                }
+            }
+            for job_type in output.jobs_available {
+                let _ = self.jobs.send(JobAvailable { job_type, partition_id: self.id });
+            }
+            for (partition, command) in output.sends {
+                (self.router)(partition, command);
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The partition state machine: applies committed batches through the engine's appliers.
+//!
+//! Applying is the only way partition state changes, on leader and followers alike. A whole run of
+//! entries is applied into one overlay and written as one RocksDB write batch together with the
+//! applied log id and membership, so state and its position are always consistent on disk.
+//!
+//! Snapshots are a consistent copy of the `state` column family taken from a RocksDB snapshot, stored
+//! as a file beside the database. Installing one replaces the state column family wholesale.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, StorageError, StoredMembership};
+use rocksdb::{IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use waggle_engine::processor::Engine;
+use waggle_engine::state::{KvRead, KvWrite, Overlay};
+
+use super::{decode, encode, io_error, Applied, Entry, TypeConfig};
+use crate::storage::{cf, commit_state, StateReader, CF_STATE};
+
+/// State keys of the state machine itself; the engine's tables never use this prefix.
+const APPLIED: &[u8] = b"\xF0applied";
+const MEMBERSHIP: &[u8] = b"\xF0membership";
+
+const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+
+type Membership = StoredMembership<u64, openraft::BasicNode>;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    version: u16,
+    meta: SnapshotMeta<u64, openraft::BasicNode>,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+pub struct StateMachine {
+    db: Arc<DB>,
+    engine: Engine,
+    snapshot_path: PathBuf,
+    /// Called with the position of every applied batch's last record.
+    on_applied: Arc<dyn Fn(i64) + Send + Sync>,
+}
+
+impl StateMachine {
+    pub fn new(
+        db: Arc<DB>,
+        engine: Engine,
+        snapshot_path: PathBuf,
+        on_applied: Arc<dyn Fn(i64) + Send + Sync>,
+    ) -> Self {
+        Self { db, engine, snapshot_path, on_applied }
+    }
+
+    fn read<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
+        StateReader::new(&self.db).get(key).map(|b| decode(ErrorSubject::StateMachine, &b)).transpose()
+    }
+}
+
+/// Writes a snapshot file atomically (write, then rename) and returns its bytes.
+fn store_snapshot(path: &std::path::Path, file: &SnapshotFile) -> Result<Vec<u8>, StorageError<u64>> {
+    let bytes = encode(file);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+    Ok(bytes)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
+        let applied = self.read::<Option<LogId<u64>>>(APPLIED)?.flatten();
+        let membership = self.read::<Membership>(MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let reader = StateReader::new(&self.db);
+        let mut overlay = Overlay::new(&reader);
+        let mut results = Vec::new();
+        let mut last_position = None;
+        for entry in entries {
+            let log_id = *entry.get_log_id();
+            let mut applied = Applied::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(batch) => {
+                    for record in &batch.records {
+                        self.engine.apply(&mut overlay, record);
+                    }
+                    if let Some(last) = batch.records.last() {
+                        applied.last_position = last.position;
+                        last_position = Some(last.position);
+                    }
+                }
+                EntryPayload::Membership(membership) => {
+                    overlay.put(MEMBERSHIP, &encode(&StoredMembership::new(Some(log_id), membership)));
+                }
+            }
+            overlay.put(APPLIED, &encode(&Some(log_id)));
+            results.push(applied);
+        }
+        let writes = overlay.into_writes();
+        commit_state(&self.db, writes).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        if let Some(position) = last_position {
+            (self.on_applied)(position);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { db: self.db.clone(), snapshot_path: self.snapshot_path.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let file: SnapshotFile = decode(subject.clone(), snapshot.get_ref())?;
+        if file.version > SNAPSHOT_FORMAT_VERSION {
+            return Err(io_error(
+                subject,
+                ErrorVerb::Read,
+                std::io::Error::other(format!("snapshot format {} is newer than this broker", file.version)),
+            ));
+        }
+        let state = cf(&self.db, CF_STATE);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(state, [0u8].as_slice(), [0xFFu8; 9].as_slice());
+        for (key, value) in &file.entries {
+            batch.put_cf(state, key, value);
+        }
+        self.db.write(batch).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+        self.engine = Engine::new(self.engine.partition_id(), self.engine.partition_count());
+        store_snapshot(
+            &self.snapshot_path,
+            &SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta: meta.clone(), entries: file.entries },
+        )?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        let bytes = match std::fs::read(&self.snapshot_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
+        };
+        let file: SnapshotFile = decode(ErrorSubject::Snapshot(None), &bytes)?;
+        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}
+
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snapshot_path: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let view = self.db.snapshot();
+        let state = cf(&self.db, CF_STATE);
+        let mut entries = Vec::new();
+        for item in view.iterator_cf(state, IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        let lookup = |key: &[u8]| entries.iter().find(|(k, _)| k.as_slice() == key).map(|(_, v)| v.clone());
+        let last_log_id: Option<LogId<u64>> =
+            lookup(APPLIED).map(|b| decode(ErrorSubject::Snapshot(None), &b)).transpose()?.flatten();
+        let last_membership: Membership =
+            lookup(MEMBERSHIP).map(|b| decode(ErrorSubject::Snapshot(None), &b)).transpose()?.unwrap_or_default();
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, entries.len()),
+            None => format!("empty-{}", entries.len()),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let file = SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta: meta.clone(), entries };
+        let bytes = store_snapshot(&self.snapshot_path, &file)?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}

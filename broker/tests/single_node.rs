@@ -1,0 +1,144 @@
+//! A real broker on loopback with RocksDB on disk, driven through its internal gRPC service.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use waggle_broker::{BrokerConfig, RunningBroker};
+use waggle_protocol::broker_rpc::broker_client::BrokerClient;
+use waggle_protocol::broker_rpc::CommandEnvelope;
+use waggle_protocol::command::{
+    self, ActivateJobs, BrokerError, BrokerReply, ClientCommand, CommandResult, CreateProcessInstance, DEFAULT_TENANT,
+};
+use waggle_protocol::record::DeploymentResource;
+
+const MODEL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d" targetNamespace="t">
+  <bpmn:process id="one" isExecutable="true">
+    <bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work" />
+    <bpmn:serviceTask id="work"><bpmn:extensionElements><zeebe:taskDefinition type="work" /></bpmn:extensionElements></bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end" />
+    <bpmn:endEvent id="end" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+
+async fn start(dir: &std::path::Path, shutdown: CancellationToken) -> RunningBroker {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let config = BrokerConfig::single_node(dir.to_path_buf(), any, any);
+    waggle_broker::start(config, shutdown).await.expect("broker starts")
+}
+
+async fn execute(addr: std::net::SocketAddr, command: &ClientCommand) -> BrokerReply {
+    let mut client = BrokerClient::connect(format!("http://{addr}")).await.expect("broker answers");
+    let reply = client
+        .execute(CommandEnvelope { partition_id: 1, payload: command::encode(command) })
+        .await
+        .expect("execute succeeds at the transport level");
+    command::decode::<BrokerReply>(&reply.into_inner().payload).expect("reply decodes")
+}
+
+/// Executes once the partition has a leader (after start or restart, an election takes a moment).
+async fn execute_when_leading(addr: std::net::SocketAddr, command: &ClientCommand) -> CommandResult {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match execute(addr, command).await {
+            Ok(result) => return result,
+            Err(BrokerError::NotLeader { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn activate() -> ClientCommand {
+    ClientCommand::ActivateJobs(ActivateJobs {
+        job_type: "work".into(),
+        worker: "test".into(),
+        timeout: 60_000,
+        max_jobs_to_activate: 10,
+        fetch_variables: vec![],
+        tenant_ids: vec![],
+    })
+}
+
+fn create() -> ClientCommand {
+    ClientCommand::CreateProcessInstance(CreateProcessInstance {
+        process_definition_key: 0,
+        bpmn_process_id: "one".into(),
+        version: -1,
+        variables: r#"{"n": 1}"#.into(),
+        tenant_id: DEFAULT_TENANT.into(),
+        await_result: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_work_survives_a_restart_on_the_same_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let broker = start(dir.path(), shutdown.clone()).await;
+    let deploy = ClientCommand::Deploy {
+        resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
+        tenant_id: DEFAULT_TENANT.into(),
+    };
+    assert!(matches!(execute_when_leading(broker.command_addr, &deploy).await, CommandResult::Deployed { .. }));
+    for _ in 0..3 {
+        assert!(matches!(
+            execute_when_leading(broker.command_addr, &create()).await,
+            CommandResult::ProcessInstanceCreated(_)
+        ));
+    }
+    let CommandResult::JobsActivated { jobs } = execute_when_leading(broker.command_addr, &activate()).await else {
+        panic!()
+    };
+    assert_eq!(jobs.len(), 3);
+    let done = ClientCommand::CompleteJob { job_key: jobs[0].key, variables: "{}".into() };
+    assert!(matches!(execute_when_leading(broker.command_addr, &done).await, CommandResult::Done { .. }));
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let broker = start(dir.path(), shutdown.clone()).await;
+    for job in &jobs[1..] {
+        let complete = ClientCommand::CompleteJob { job_key: job.key, variables: "{}".into() };
+        assert!(
+            matches!(execute_when_leading(broker.command_addr, &complete).await, CommandResult::Done { .. }),
+            "an activated job from before the restart can still be completed"
+        );
+    }
+    match execute_when_leading(broker.command_addr, &done).await {
+        CommandResult::Rejected { .. } => {}
+        other => panic!("a job completed before the restart stays completed: {other:?}"),
+    }
+    assert!(matches!(
+        execute_when_leading(broker.command_addr, &create()).await,
+        CommandResult::ProcessInstanceCreated(_)
+    ));
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_port_reports_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let broker = start(dir.path(), shutdown.clone()).await;
+    execute_when_leading(broker.command_addr, &activate()).await;
+    let get = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(broker.management_addr).await.unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let ready = get("/actuator/health/readiness").await;
+    assert!(ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains("\"partitionId\":1"), "{ready}");
+    let metrics = get("/metrics").await;
+    assert!(metrics.contains("waggle_raft_role{partition=\"1\"} 2"), "{metrics}");
+    assert!(metrics.contains("waggle_commands_total"), "{metrics}");
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the one command README.md names and .ci/run calls.
+#   1. scripts/setup.sh: system packages and the real Zeebe clients (quick when already installed);
+#   2. formatting;
+#   3. the Rust workspace: unit, conformance and integration tests (RocksDB on disk, gRPC on loopback);
+#   4. the operator's static checks (CRD drift, helm lint/template, offline schema validation);
+#   5. the real Zeebe clients (pyzeebe, zbctl, @camunda8/sdk) against a `waggle dev` node.
+# A cargo target directory outside the clone is reused when there is one ($CARGO_TARGET_DIR, else
+# ~/.cache/waggle-target), so repeated runs and CI do not rebuild RocksDB from scratch.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/waggle-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+scripts/setup.sh
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "build"
+cargo build --workspace --all-targets
+
+step "rust tests"
+cargo test --workspace --no-fail-fast
+
+step "operator checks"
+scripts/operator-checks.sh
+
+step "real Zeebe clients against waggle dev"
+tests/clients/run.sh
