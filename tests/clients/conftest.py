@@ -55,6 +55,14 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
 
 
+class PortTaken(Exception):
+    pass
+
+
+# Nodes started during the current test, so that a failing test reports their logs.
+LIVE_NODES: list["WaggleNode"] = []
+
+
 class WaggleNode:
     """One `waggle dev` process on free ports. Its stderr/stdout go to a log file shown on failure."""
 
@@ -66,6 +74,19 @@ class WaggleNode:
 
     def start(self) -> "WaggleNode":
         assert self.proc is None or self.proc.poll() is not None, "node already running"
+        # A free port can be taken by another process between probing and binding; such a start is
+        # retried on new ports. Any other early exit fails at once.
+        for attempt in range(3):
+            self._spawn()
+            try:
+                self.wait_ready()
+                return self
+            except PortTaken:
+                if attempt == 2:
+                    raise AssertionError(f"waggle could not bind its ports three times:\n{self.log_tail()}")
+        return self
+
+    def _spawn(self):
         # Fresh ports on every start: a restart must not depend on the old sockets being released.
         self.grpc_port, self.mgmt_port, self.command_port = free_port(), free_port(), free_port()
         self.starts += 1
@@ -84,8 +105,7 @@ class WaggleNode:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
         log.close()
-        self.wait_ready()
-        return self
+        LIVE_NODES.append(self)
 
     @property
     def grpc_addr(self) -> str:
@@ -103,6 +123,8 @@ class WaggleNode:
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
+            if "address already in use" in self.log_tail().lower():
+                raise PortTaken()
             raise AssertionError(f"waggle exited with {self.proc.returncode} before it was ready:\n{self.log_tail()}")
         try:
             with urllib.request.urlopen(f"{self.mgmt_url}/health/ready", timeout=1) as r:
@@ -146,6 +168,17 @@ class WaggleNode:
 def assert_clean_stop(node: WaggleNode):
     code = node.stop()
     assert code == 0, f"waggle did not stop cleanly on SIGTERM within {STOP_DEADLINE_S}s (exit {code}):\n{node.log_tail()}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for n in dict.fromkeys(LIVE_NODES):
+            report.sections.append((f"waggle log {n.log_path}", n.log_tail(60)))
+    if report.when == "teardown":
+        LIVE_NODES[:] = [n for n in LIVE_NODES if n.proc is not None and n.proc.poll() is None]
 
 
 @pytest.fixture(scope="session")
