@@ -167,9 +167,7 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         }
         let _ = management.await;
         for partition in partitions.values() {
-            if let Err(e) = partition.raft.shutdown().await {
-                tracing::warn!(partition = partition.id, error = %e, "raft did not shut down cleanly");
-            }
+            partition.stop().await;
         }
         tracing::info!("broker stopped");
     });

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::BasicNode;
-use rocksdb::DB;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use waggle_engine::processor::{Engine, Input, Output, PartitionCommand};
@@ -26,7 +25,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
-use crate::storage::{self, StateReader};
+use crate::storage::{self, Database, StateReader};
 
 /// How many commands one batch takes at most.
 const MAX_BATCH: usize = 512;
@@ -62,6 +61,8 @@ pub struct Partition {
     node_id: u64,
     pub raft: Raft,
     queue: mpsc::Sender<Submission>,
+    driver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    db_closed: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct PartitionSetup<'a> {
@@ -116,11 +117,11 @@ impl Partition {
             }
         }
         let (queue, receiver) = mpsc::channel(setup.queue_capacity);
-        let partition = Arc::new(Partition { id, node_id: setup.node_id, raft: raft.clone(), queue });
+        let db_closed = db.closed();
         let driver = Driver {
             id,
             node_id: setup.node_id,
-            raft,
+            raft: raft.clone(),
             db,
             engine: Engine::new(id, setup.partition_count),
             partition_count: setup.partition_count,
@@ -131,8 +132,31 @@ impl Partition {
             jobs: setup.jobs,
             router: setup.router,
         };
-        tokio::spawn(driver.run(setup.shutdown));
-        Ok(partition)
+        let driver = tokio::spawn(driver.run(setup.shutdown));
+        Ok(Arc::new(Partition {
+            id,
+            node_id: setup.node_id,
+            raft,
+            queue,
+            driver: std::sync::Mutex::new(Some(driver)),
+            db_closed,
+        }))
+    }
+
+    /// Stops raft and the driver, then waits until the database is closed, so that the same data
+    /// directory can be opened again at once.
+    pub async fn stop(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(partition = self.id, error = %e, "raft did not shut down cleanly");
+        }
+        let driver = self.driver.lock().expect("driver handle lock is never poisoned").take();
+        if let Some(driver) = driver {
+            let _ = driver.await;
+        }
+        let mut closed = self.db_closed.clone();
+        if tokio::time::timeout(Duration::from_secs(10), closed.wait_for(|closed| *closed)).await.is_err() {
+            tracing::warn!(partition = self.id, "the partition database is still open after shutdown");
+        }
     }
 
     /// Runs a client command on this partition if it leads, and waits for the answer.
@@ -192,7 +216,7 @@ struct Driver {
     id: u32,
     node_id: u64,
     raft: Raft,
-    db: Arc<DB>,
+    db: Arc<Database>,
     engine: Engine,
     partition_count: u32,
     receiver: mpsc::Receiver<Submission>,

@@ -25,8 +25,37 @@ pub enum StorageError {
     Decode { what: &'static str, message: String },
 }
 
+/// An open partition database that reports when it is closed, so that a restart in the same process
+/// (tests, or a partition moving back) waits for RocksDB to release its lock.
+pub struct Database {
+    db: Option<DB>,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Database {
+    /// Becomes true once the database is closed.
+    pub fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+}
+
+impl std::ops::Deref for Database {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        self.db.as_ref().expect("the database is open until dropped")
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        self.closed.send_replace(true);
+    }
+}
+
 /// Opens (or creates) a partition's database.
-pub fn open(path: &Path) -> Result<Arc<DB>, StorageError> {
+pub fn open(path: &Path) -> Result<Arc<Database>, StorageError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -34,7 +63,7 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StorageError> {
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     let db = DB::open_cf(&options, path, [CF_LOG, CF_RAFT, CF_STATE])
         .map_err(|source| StorageError::Open { path: path.to_path_buf(), source })?;
-    Ok(Arc::new(db))
+    Ok(Arc::new(Database { db: Some(db), closed: tokio::sync::watch::channel(false).0 }))
 }
 
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
@@ -94,7 +123,7 @@ mod tests {
     /// The state column family as a writable store, writing through [`commit_state`] like the
     /// state machine does.
     struct RocksState {
-        db: Arc<DB>,
+        db: Arc<Database>,
         _dir: tempfile::TempDir,
     }
 

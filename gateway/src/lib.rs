@@ -138,7 +138,10 @@ async fn run(
 
     let max_message_size = config.max_message_size;
     let gateway = GatewayServer::new(GatewayService::new(config, cluster, signals, background.clone()))
-        .max_decoding_message_size(max_message_size);
+        .max_decoding_message_size(max_message_size)
+        // @camunda8/sdk compresses every request with gzip; Zeebe's gateway accepts it, so must we.
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     tracing::info!(addr = %local_addr, "gateway listening on {local_addr}");

@@ -128,10 +128,12 @@ impl GatewayService {
 
     async fn topology_response(&self) -> pb::TopologyResponse {
         let cluster = self.dispatcher.cluster();
+        // Topology is rare and clients act on it (e.g. wait for a leader at start-up), so it answers
+        // from a fresh view rather than one up to a refresh interval old.
         let mut views = cluster.subscribe();
-        if views.borrow_and_update().generation == 0 {
-            let _ = tokio::time::timeout(FIRST_TOPOLOGY_WAIT, views.changed()).await;
-        }
+        views.borrow_and_update();
+        cluster.request_refresh();
+        let _ = tokio::time::timeout(FIRST_TOPOLOGY_WAIT, views.changed()).await;
         let view = cluster.view();
         let brokers = view
             .brokers

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, StorageError, Vote};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 
 use super::{decode, encode, io_error, Entry, TypeConfig};
-use crate::storage::{cf, CF_LOG, CF_RAFT};
+use crate::storage::{cf, Database, CF_LOG, CF_RAFT};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -20,11 +20,11 @@ const PURGED: &[u8] = b"purged";
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<DB>,
+    db: Arc<Database>,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> Self {
+    pub fn new(db: Arc<Database>) -> Self {
         Self { db }
     }
 

@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, StorageError, StoredMembership};
-use rocksdb::{IteratorMode, WriteBatch, DB};
+use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use waggle_engine::processor::Engine;
 use waggle_engine::state::{KvRead, KvWrite, Overlay};
 
 use super::{decode, encode, io_error, Applied, Entry, TypeConfig};
-use crate::storage::{cf, commit_state, StateReader, CF_STATE};
+use crate::storage::{cf, commit_state, Database, StateReader, CF_STATE};
 
 /// State keys of the state machine itself; the engine's tables never use this prefix.
 const APPLIED: &[u8] = b"\xF0applied";
@@ -37,7 +37,7 @@ struct SnapshotFile {
 }
 
 pub struct StateMachine {
-    db: Arc<DB>,
+    db: Arc<Database>,
     engine: Engine,
     snapshot_path: PathBuf,
     /// Called with the position of every applied batch's last record.
@@ -46,7 +46,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn new(
-        db: Arc<DB>,
+        db: Arc<Database>,
         engine: Engine,
         snapshot_path: PathBuf,
         on_applied: Arc<dyn Fn(i64) + Send + Sync>,
@@ -165,7 +165,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 pub struct SnapshotBuilder {
-    db: Arc<DB>,
+    db: Arc<Database>,
     snapshot_path: PathBuf,
 }
 
