@@ -20,10 +20,11 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
-/// The broker section a TOML file may hold, with the flags' names in snake case.
+/// Broker settings from one layer: the TOML file (keys are the flags' names in snake case), or the
+/// flags and environment variables. Unset values fall through to the next layer.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BrokerFile {
+pub struct BrokerSettings {
     pub node_id: Option<u32>,
     pub cluster_size: Option<u32>,
     pub partitions: Option<u32>,
@@ -35,12 +36,12 @@ pub struct BrokerFile {
     pub advertised_command_addr: Option<String>,
     pub management_addr: Option<String>,
     pub queue_capacity: Option<usize>,
-    /// Exporter settings, written by the operator; exporters are not part of this build yet, so the
-    /// table is accepted and reported, never silently dropped.
+    /// Exporter settings, written by the operator; this build ships no exporters yet, so the table is
+    /// accepted and reported at start-up rather than silently dropped.
     pub exporters: Option<toml::Table>,
 }
 
-pub fn read_file(path: &Path) -> Result<BrokerFile, ConfigError> {
+pub fn read_file(path: &Path) -> Result<BrokerSettings, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
@@ -52,30 +53,14 @@ pub fn addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| ConfigError::Invalid { key, problem: format!("'{value}' is not an address like 127.0.0.1:26500") })
 }
 
-/// Values given on the command line or in the environment, before the file and defaults.
-#[derive(Debug, Default)]
-pub struct BrokerOverrides {
-    pub node_id: Option<u32>,
-    pub cluster_size: Option<u32>,
-    pub partitions: Option<u32>,
-    pub replication_factor: Option<u32>,
-    pub peers: Option<Vec<String>>,
-    pub data_dir: Option<PathBuf>,
-    pub internal_addr: Option<String>,
-    pub command_addr: Option<String>,
-    pub advertised_command_addr: Option<String>,
-    pub management_addr: Option<String>,
-    pub queue_capacity: Option<usize>,
-}
-
-pub fn broker_config(given: BrokerOverrides, file: BrokerFile) -> Result<BrokerConfig, ConfigError> {
-    if let Some(exporters) = &file.exporters {
-        if !exporters.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "exporters",
-                problem: "are configured, but this build of Waggle ships no exporters yet".into(),
-            });
-        }
+/// Merges flags and environment (`given`) over the file over defaults, and validates the result.
+pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<BrokerConfig, ConfigError> {
+    if let Some(exporters) = file.exporters.as_ref().filter(|e| !e.is_empty()) {
+        let names: Vec<&String> = exporters.keys().collect();
+        tracing::warn!(
+            ?names,
+            "exporters are configured, but this build of Waggle ships no exporters yet: no records are exported"
+        );
     }
     let config = BrokerConfig {
         node_id: given.node_id.or(file.node_id).unwrap_or(0),
@@ -111,9 +96,9 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let file: BrokerFile =
+        let file: BrokerSettings =
             toml::from_str("partitions = 3\nnode_id = 1\ncluster_size = 2\npeers = ['a:1', 'b:2']").unwrap();
-        let given = BrokerOverrides { partitions: Some(5), ..Default::default() };
+        let given = BrokerSettings { partitions: Some(5), ..Default::default() };
         let config = broker_config(given, file).unwrap();
         assert_eq!(config.partitions, 5);
         assert_eq!(config.node_id, 1);
@@ -122,20 +107,20 @@ mod tests {
 
     #[test]
     fn unknown_file_keys_are_refused() {
-        assert!(toml::from_str::<BrokerFile>("partitons = 3").is_err());
+        assert!(toml::from_str::<BrokerSettings>("partitons = 3").is_err());
     }
 
     #[test]
     fn a_bad_address_names_its_key() {
-        let given = BrokerOverrides { command_addr: Some("localhost".into()), ..Default::default() };
-        let error = broker_config(given, BrokerFile::default()).unwrap_err().to_string();
+        let given = BrokerSettings { command_addr: Some("localhost".into()), ..Default::default() };
+        let error = broker_config(given, BrokerSettings::default()).unwrap_err().to_string();
         assert!(error.contains("command-addr"), "{error}");
     }
 
     #[test]
     fn replication_above_cluster_size_is_refused() {
-        let given = BrokerOverrides { replication_factor: Some(3), ..Default::default() };
-        let error = broker_config(given, BrokerFile::default()).unwrap_err().to_string();
+        let given = BrokerSettings { replication_factor: Some(3), ..Default::default() };
+        let error = broker_config(given, BrokerSettings::default()).unwrap_err().to_string();
         assert!(error.contains("replication-factor"), "{error}");
     }
 }

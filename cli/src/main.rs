@@ -163,9 +163,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Broker(args) => {
             let file = match &args.config {
                 Some(path) => config::read_file(path)?,
-                None => config::BrokerFile::default(),
+                None => config::BrokerSettings::default(),
             };
-            let overrides = config::BrokerOverrides {
+            let overrides = config::BrokerSettings {
                 node_id: args.node_id,
                 cluster_size: args.cluster_size,
                 partitions: args.partitions,
@@ -177,6 +177,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 advertised_command_addr: args.advertised_command_addr,
                 management_addr: args.management_addr,
                 queue_capacity: args.queue_capacity,
+                exporters: None,
             };
             let broker = config::broker_config(overrides, file)?;
             cancel_on_signal(shutdown.clone());
