@@ -101,6 +101,9 @@ struct GatewayArgs {
     /// Largest request a client may send, in bytes.
     #[arg(long, env = "WAGGLE_MAX_MESSAGE_SIZE", default_value_t = 4 * 1024 * 1024)]
     max_message_size: usize,
+    /// Management HTTP address (health probes, metrics).
+    #[arg(long, env = "WAGGLE_MANAGEMENT_ADDR", default_value = "0.0.0.0:9600")]
+    management_addr: SocketAddr,
 }
 
 fn init_logging(format: LogFormat) {
@@ -133,6 +136,7 @@ fn gateway_config(
     grpc_addr: SocketAddr,
     long_poll: Duration,
     max_message_size: usize,
+    management_addr: Option<SocketAddr>,
 ) -> GatewayConfig {
     GatewayConfig {
         grpc_addr,
@@ -140,6 +144,7 @@ fn gateway_config(
         default_long_poll: long_poll,
         max_message_size,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        management_addr,
     }
 }
 
@@ -153,6 +158,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 args.grpc_addr,
                 Duration::from_secs(10),
                 4 * 1024 * 1024,
+                None,
             );
             gateway.validate()?;
             cancel_on_signal(shutdown.clone());
@@ -190,6 +196,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 args.grpc_addr,
                 Duration::from_millis(args.long_poll_ms),
                 args.max_message_size,
+                Some(args.management_addr),
             );
             gateway.validate()?;
             cancel_on_signal(shutdown.clone());

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod dispatch;
 pub mod error;
 pub mod jobs;
+mod management;
 pub mod service;
 pub mod translate;
 
@@ -52,6 +53,9 @@ pub struct GatewayConfig {
     pub max_message_size: usize,
     /// Reported as `gatewayVersion` by the Topology RPC.
     pub version: String,
+    /// Where health probes and metrics are served; `None` for none (the embedded gateway of
+    /// `waggle dev` shares the broker's management server).
+    pub management_addr: Option<SocketAddr>,
 }
 
 /// Why a gateway could not start or stopped with an error.
@@ -116,6 +120,16 @@ pub async fn bind(
     let local_addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: config.grpc_addr, source })?;
     let cluster = Cluster::new(&config.brokers)
         .map_err(|e| GatewayError::InvalidConfig { key: "brokers", reason: e.to_string() })?;
+    if let Some(addr) = config.management_addr {
+        let management = management::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
+        tracing::info!("gateway management (health, metrics) on http://{addr}");
+        let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = management::serve(management, cluster, shutdown).await {
+                tracing::error!(error = %e, "gateway management server failed");
+            }
+        });
+    }
     Ok((local_addr, run(config, cluster, listener, local_addr, shutdown)))
 }
 

@@ -239,6 +239,7 @@ fn config(brokers: &[&ScriptedBroker]) -> GatewayConfig {
         default_long_poll: Duration::from_secs(10),
         max_message_size: 4 * 1024 * 1024,
         version: "test-gateway".into(),
+        management_addr: None,
     }
 }
 
@@ -666,6 +667,7 @@ fn configuration_without_brokers_is_refused_naming_the_key() {
         default_long_poll: Duration::from_secs(10),
         max_message_size: 4 * 1024 * 1024,
         version: "x".into(),
+        management_addr: None,
     };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("`brokers`"), "{err}");
