@@ -121,7 +121,7 @@ pub async fn bind(
     let cluster = Cluster::new(&config.brokers)
         .map_err(|e| GatewayError::InvalidConfig { key: "brokers", reason: e.to_string() })?;
     if let Some(addr) = config.management_addr {
-        let management = management::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
+        let management = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
         tracing::info!("gateway management (health, metrics) on http://{addr}");
         let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
         tokio::spawn(async move {

@@ -3,7 +3,6 @@
 //! Kubernetes probes a gateway pod here like a broker pod (same paths as the broker's management
 //! API). A gateway is ready once it knows a leader for every partition of the cluster it fronts.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -22,10 +21,6 @@ struct Management {
     cluster: Arc<Cluster>,
     registry: Registry,
     partitions_with_leader: IntGauge,
-}
-
-pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 pub(crate) async fn serve(

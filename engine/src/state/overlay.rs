@@ -26,10 +26,6 @@ impl<'a> Overlay<'a> {
     pub fn into_writes(self) -> BTreeMap<Vec<u8>, Write> {
         self.writes
     }
-
-    pub fn pending_writes(&self) -> usize {
-        self.writes.len()
-    }
 }
 
 impl KvRead for Overlay<'_> {
