@@ -25,5 +25,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 pub mod command;
 pub mod key;
+pub mod partition;
 pub mod record;
 pub mod topology;

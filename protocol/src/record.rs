@@ -113,6 +113,7 @@ pub enum ValueType {
     Process = 22,
     SignalSubscription = 30,
     Signal = 31,
+    CommandDistribution = 33,
 }
 
 macro_rules! intents {
@@ -162,6 +163,9 @@ intents! {
     SignalIntent { Broadcast = 0, Broadcasted = 1 }
     SignalSubscriptionIntent { Created = 0, Deleted = 1 }
     ErrorIntent { Created = 0 }
+    /// Zeebe's codes for the sending side. `Received` is Waggle's own: the receiving partition writes
+    /// it when it processes a distributed command, so that it knows which numbers it has seen.
+    CommandDistributionIntent { Distributing = 1, Acknowledge = 2, Acknowledged = 3, Finished = 4, Received = 64 }
 }
 
 /// An intent together with the value type it belongs to.
@@ -185,6 +189,7 @@ pub enum Intent {
     Signal(SignalIntent),
     SignalSubscription(SignalSubscriptionIntent),
     Error(ErrorIntent),
+    CommandDistribution(CommandDistributionIntent),
 }
 
 impl Intent {
@@ -208,6 +213,7 @@ impl Intent {
             Intent::Signal(_) => ValueType::Signal,
             Intent::SignalSubscription(_) => ValueType::SignalSubscription,
             Intent::Error(_) => ValueType::Error,
+            Intent::CommandDistribution(_) => ValueType::CommandDistribution,
         }
     }
 
@@ -232,6 +238,7 @@ impl Intent {
             Intent::Signal(i) => i.code(),
             Intent::SignalSubscription(i) => i.code(),
             Intent::Error(i) => i.code(),
+            Intent::CommandDistribution(i) => i.code(),
         }
     }
 }
@@ -257,6 +264,7 @@ pub enum RecordValue {
     Timer(TimerRecord),
     Signal(SignalRecord),
     SignalSubscription(SignalSubscriptionRecord),
+    CommandDistribution(CommandDistributionRecord),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -606,4 +614,17 @@ mod tests {
         let future = RecordBatch { version: RECORD_FORMAT_VERSION + 1, records: vec![] };
         assert!(RecordBatch::decode(&future.encode()).is_err());
     }
+}
+
+/// One command on the channel between two partitions (see [`crate::partition`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandDistributionRecord {
+    /// The other partition: the target on the sending side, the source on the receiving side.
+    pub partition_id: u32,
+    /// The command's number on the channel from source to target.
+    pub sequence: u64,
+    /// The entity the command is about (the deployment key for a distributed deployment).
+    pub origin_key: i64,
+    /// The command itself, on the `Distributing` event; `None` elsewhere.
+    pub command: Option<crate::partition::PartitionCommand>,
 }

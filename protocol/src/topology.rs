@@ -22,6 +22,8 @@ pub struct PartitionInfo {
     pub partition_id: u32,
     pub role: PartitionRole,
     pub health: PartitionHealth,
+    /// Why the replica is not healthy, when it is not.
+    pub problem: Option<String>,
     /// The node id of the leader this replica knows of, if any.
     pub leader: Option<u32>,
     /// Raft term of the replica, so gateways prefer the newest claim when brokers disagree.

@@ -5,13 +5,15 @@
 
 use waggle_protocol::key;
 use waggle_protocol::record::{
-    IncidentIntent, Intent, JobBatchIntent, JobIntent, MessageIntent, MessageStartEventSubscriptionIntent,
-    MessageSubscriptionIntent, ProcessInstanceCreationIntent, ProcessInstanceIntent, ProcessIntent,
-    ProcessMessageSubscriptionIntent, Record, RecordType, RecordValue, VariableIntent,
+    CommandDistributionIntent, IncidentIntent, Intent, JobBatchIntent, JobIntent, MessageIntent,
+    MessageStartEventSubscriptionIntent, MessageSubscriptionIntent, ProcessInstanceCreationIntent,
+    ProcessInstanceIntent, ProcessIntent, ProcessMessageSubscriptionIntent, Record, RecordType, RecordValue,
+    VariableIntent,
 };
 
 use super::ModelCache;
 use crate::model::{ElementKind, EndKind, ProcessModel};
+use crate::state::tables::distribution::{self, Pending};
 use crate::state::tables::elements::{ElementInstance, Lifecycle};
 use crate::state::tables::jobs::{Job, JobState};
 use crate::state::tables::subscriptions::{MessageSubscription, ProcessMessageSubscription, ProcessSubscriptionState};
@@ -133,6 +135,19 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
                 }
             }
         }
+        (Intent::CommandDistribution(intent), RecordValue::CommandDistribution(d)) => match (intent, &d.command) {
+            (CommandDistributionIntent::Distributing, Some(command)) => distribution::add_pending(
+                kv,
+                d.partition_id,
+                d.sequence,
+                &Pending { key: record.key, origin_key: d.origin_key, command: command.clone() },
+            ),
+            (CommandDistributionIntent::Acknowledged, _) => {
+                distribution::remove_pending(kv, d.partition_id, d.sequence)
+            }
+            (CommandDistributionIntent::Received, _) => distribution::set_last_received(kv, d.partition_id, d.sequence),
+            _ => {}
+        },
         _ => {}
     }
 }

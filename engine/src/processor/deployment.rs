@@ -11,7 +11,7 @@ use waggle_protocol::record::{
     MessageStartEventSubscriptionRecord, ProcessIntent, ProcessMetadata, ProcessRecord, RecordValue, RejectionType,
 };
 
-use super::Ctx;
+use super::{Ctx, PartitionCommand};
 use crate::model::{ProcessModel, ValueExpr};
 use crate::state::tables::{processes, subscriptions};
 
@@ -96,13 +96,6 @@ impl Ctx<'_> {
                 resource: resource.content.clone(),
                 tenant_id: tenant_id.clone(),
             };
-            self.event(definition_key, Intent::Process(ProcessIntent::Created), RecordValue::Process(process));
-            let model = Arc::new(model);
-            self.models.insert(definition_key, model.clone());
-            if let Some(previous) = &latest {
-                self.close_start_subscriptions(previous.process_definition_key);
-            }
-            self.open_start_subscriptions(&model, definition_key);
             record.processes.push(ProcessMetadata {
                 bpmn_process_id: model.bpmn_process_id.clone(),
                 version,
@@ -111,10 +104,72 @@ impl Ctx<'_> {
                 checksum: sum,
                 duplicate: false,
             });
+            self.create_process(process, Some(Arc::new(model)));
         }
         let processes = record.processes.clone();
+        let new_versions = processes.iter().any(|p| !p.duplicate);
+        if new_versions && self.partition_count > 1 {
+            let this = self.partition_id;
+            for partition in (1..=self.partition_count).filter(|p| *p != this) {
+                let command = PartitionCommand::DistributeDeployment { deployment_key: key, record: record.clone() };
+                self.send(partition, command);
+            }
+            self.out.distributing = Some(key);
+        }
         self.event(key, Intent::Deployment(DeploymentIntent::Created), RecordValue::Deployment(record));
         self.out.result = Some(CommandResult::Deployed { key, processes, tenant_id });
+    }
+
+    /// Creates one process version: its event, its model in the cache, and the message start
+    /// subscriptions that move from the previous version to it.
+    fn create_process(&mut self, process: ProcessRecord, model: Option<Arc<ProcessModel>>) {
+        let definition_key = process.process_definition_key;
+        let previous = processes::latest(&*self.kv, &process.tenant_id, &process.bpmn_process_id)
+            .filter(|latest| latest.version < process.version);
+        self.event(definition_key, Intent::Process(ProcessIntent::Created), RecordValue::Process(process));
+        let model = match model {
+            Some(model) => {
+                self.models.insert(definition_key, model.clone());
+                model
+            }
+            None => match self.model(definition_key) {
+                Some(model) => model,
+                None => return,
+            },
+        };
+        if let Some(previous) = previous {
+            self.close_start_subscriptions(previous.process_definition_key);
+        }
+        self.open_start_subscriptions(&model, definition_key);
+    }
+
+    /// On every partition but the deployment partition: the process versions a deployment created
+    /// there, with the same keys and versions. Receiving the same deployment again changes nothing.
+    pub(super) fn receive_deployment(&mut self, deployment_key: i64, record: DeploymentRecord) {
+        self.command(
+            deployment_key,
+            Intent::Deployment(DeploymentIntent::Create),
+            RecordValue::Deployment(record.clone()),
+        );
+        for metadata in record.processes.iter().filter(|p| !p.duplicate) {
+            if processes::get(&*self.kv, metadata.process_definition_key).is_some() {
+                continue;
+            }
+            let Some(resource) = record.resources.iter().find(|r| r.name == metadata.resource_name) else { continue };
+            self.create_process(
+                ProcessRecord {
+                    bpmn_process_id: metadata.bpmn_process_id.clone(),
+                    version: metadata.version,
+                    process_definition_key: metadata.process_definition_key,
+                    resource_name: metadata.resource_name.clone(),
+                    checksum: metadata.checksum.clone(),
+                    resource: resource.content.clone(),
+                    tenant_id: record.tenant_id.clone(),
+                },
+                None,
+            );
+        }
+        self.event(deployment_key, Intent::Deployment(DeploymentIntent::Created), RecordValue::Deployment(record));
     }
 
     fn start_subscriptions(&mut self, definition_key: i64) -> Vec<MessageStartEventSubscriptionRecord> {

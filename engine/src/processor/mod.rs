@@ -13,6 +13,7 @@
 
 mod applier;
 mod deployment;
+mod distribution;
 mod element;
 mod incident;
 mod instance;
@@ -23,12 +24,11 @@ mod variables;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use waggle_protocol::command::{ClientCommand, CommandResult};
 use waggle_protocol::key;
+pub use waggle_protocol::partition::{PartitionCommand, PartitionMessage};
 use waggle_protocol::record::{
-    Intent, MessageSubscriptionRecord, ProcessInstanceRecord, ProcessMessageSubscriptionRecord, Record, RecordType,
-    RecordValue, Rejection, RejectionType,
+    Intent, ProcessInstanceRecord, Record, RecordType, RecordValue, Rejection, RejectionType,
 };
 
 use crate::model::{ElementIdx, ProcessModel};
@@ -39,27 +39,10 @@ use crate::state::{KvRead, KvWrite};
 #[derive(Clone, Debug)]
 pub enum Input {
     Client(ClientCommand),
-    Partition(PartitionCommand),
+    /// A command from another partition, or its acknowledgement of ours.
+    Partition(PartitionMessage),
     /// Time-driven work that is due: job time-outs, retry back-offs, message expiry.
     Tick,
-}
-
-/// Commands one partition sends another (or itself) to correlate messages, since a message lives on
-/// the partition of its correlation key and the waiting instance on the partition of its key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum PartitionCommand {
-    /// To the message partition: an instance waits for a message.
-    OpenMessageSubscription { record: MessageSubscriptionRecord, instance_partition_id: u32 },
-    /// To the instance partition: the message partition holds the subscription now.
-    ConfirmProcessSubscription { element_instance_key: i64, message_name: String },
-    /// To the instance partition: a message arrived for a waiting element.
-    CorrelateProcessSubscription { record: ProcessMessageSubscriptionRecord },
-    /// To the message partition: the instance took the message.
-    AcknowledgeCorrelation { record: MessageSubscriptionRecord },
-    /// To the message partition: the instance no longer waits, the message is free again.
-    RejectCorrelation { record: MessageSubscriptionRecord },
-    /// To the message partition: the instance stopped waiting.
-    CloseMessageSubscription { record: MessageSubscriptionRecord },
 }
 
 /// What processing one input produced.
@@ -70,17 +53,24 @@ pub struct Output {
     pub result: Option<CommandResult>,
     /// Instances created with a result that completed (or ended otherwise), by process instance key.
     pub finished_instances: Vec<(i64, CommandResult)>,
-    /// Commands for other partitions.
-    pub sends: Vec<(u32, PartitionCommand)>,
+    /// Messages for other partitions, to send once the records are committed.
+    pub sends: Vec<(u32, PartitionMessage)>,
+    /// A deployment that the other partitions have yet to receive: the answer may wait for it.
+    pub distributing: Option<i64>,
+    /// Deployments that every partition has received now.
+    pub distributions_finished: Vec<i64>,
     /// Job types that have new activatable jobs.
     pub jobs_available: Vec<String>,
 }
 
-/// The processor of one partition. It holds nothing but a cache of parsed process models.
+/// The processor of one partition. It holds nothing but a cache of parsed process models and when
+/// it next resends unacknowledged commands to other partitions (unset in a new leader's engine, so
+/// that it resends at once).
 pub struct Engine {
     partition_id: u32,
     partition_count: u32,
     models: ModelCache,
+    retry_at: Option<i64>,
 }
 
 #[derive(Default)]
@@ -111,7 +101,7 @@ impl ModelCache {
 impl Engine {
     pub fn new(partition_id: u32, partition_count: u32) -> Self {
         assert!(partition_id >= 1 && partition_id <= partition_count, "partition ids start at 1");
-        Self { partition_id, partition_count, models: ModelCache::default() }
+        Self { partition_id, partition_count, models: ModelCache::default(), retry_at: None }
     }
 
     pub fn partition_id(&self) -> u32 {
@@ -127,7 +117,7 @@ impl Engine {
         let mut ctx = Ctx::new(self, state, now);
         match input {
             Input::Client(command) => ctx.client_command(command),
-            Input::Partition(command) => ctx.partition_command(command),
+            Input::Partition(message) => ctx.partition_message(message),
             Input::Tick => ctx.tick(),
         }
         ctx.run_queue();
@@ -139,10 +129,12 @@ impl Engine {
         applier::apply(state, &mut self.models, self.partition_id, record);
     }
 
-    /// When time-driven work is next due, if any.
-    pub fn next_due(state: &dyn KvRead) -> Option<i64> {
-        use crate::state::tables::{jobs, messages};
-        [jobs::next_due(state), messages::next_deadline(state)].into_iter().flatten().min()
+    /// When time-driven work is next due, if any: job and message deadlines, and resending commands
+    /// that other partitions have not acknowledged yet.
+    pub fn next_due(&self, state: &dyn KvRead) -> Option<i64> {
+        use crate::state::tables::{distribution, jobs, messages};
+        let resend = distribution::has_pending(state).then_some(self.retry_at.unwrap_or(i64::MIN));
+        [jobs::next_due(state), messages::next_deadline(state), resend].into_iter().flatten().min()
     }
 }
 
@@ -170,6 +162,7 @@ struct Ctx<'a> {
     partition_id: u32,
     partition_count: u32,
     models: &'a mut ModelCache,
+    retry_at: &'a mut Option<i64>,
     kv: &'a mut dyn KvWrite,
     now: i64,
     next_position: i64,
@@ -189,6 +182,7 @@ impl<'a> Ctx<'a> {
             partition_id: engine.partition_id,
             partition_count: engine.partition_count,
             models: &mut engine.models,
+            retry_at: &mut engine.retry_at,
             kv,
             now,
             next_position,
@@ -255,7 +249,7 @@ impl<'a> Ctx<'a> {
         if partition_id == self.partition_id {
             self.local.push_back(command);
         } else {
-            self.out.sends.push((partition_id, command));
+            self.distribute(partition_id, command);
         }
     }
 
@@ -303,6 +297,9 @@ impl<'a> Ctx<'a> {
             PartitionCommand::AcknowledgeCorrelation { record } => self.acknowledge_correlation(record),
             PartitionCommand::RejectCorrelation { record } => self.reject_correlation(record),
             PartitionCommand::CloseMessageSubscription { record } => self.close_message_subscription(record),
+            PartitionCommand::DistributeDeployment { deployment_key, record } => {
+                self.receive_deployment(deployment_key, record)
+            }
         }
     }
 
@@ -310,6 +307,7 @@ impl<'a> Ctx<'a> {
         self.time_out_jobs();
         self.recur_jobs_after_backoff();
         self.expire_messages();
+        self.resend_pending();
     }
 
     /// Runs queued follow-up work and local partition commands until none is left.

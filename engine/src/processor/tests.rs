@@ -704,3 +704,265 @@ fn replaying_the_log_rebuilds_the_same_state() {
     }
     assert_eq!(replayed.iter().collect::<Vec<_>>(), p.state.iter().collect::<Vec<_>>());
 }
+
+/// Several partitions talking through a network that loses, duplicates and reorders messages, and
+/// leaders that change (a new engine on the same state): what crosses partitions arrives exactly once.
+mod cluster {
+    use std::collections::{BTreeMap, VecDeque};
+
+    use waggle_protocol::key;
+    use waggle_protocol::record::{ProcessMessageSubscriptionIntent, ProcessMessageSubscriptionRecord};
+
+    use super::*;
+    use crate::processor::distribution::RETRY_INTERVAL_MS;
+    use crate::processor::PartitionMessage;
+    use crate::state::tables::distribution;
+
+    struct Replica {
+        leader: Engine,
+        follower: Engine,
+        state: MemKv,
+        log: Vec<Record>,
+    }
+
+    /// A deterministic network fault schedule (xorshift), so failures reproduce.
+    struct Faults {
+        seed: u64,
+        drop_percent: u64,
+        duplicate_percent: u64,
+    }
+
+    impl Faults {
+        fn roll(&mut self) -> u64 {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            self.seed % 100
+        }
+    }
+
+    struct Cluster {
+        partitions: BTreeMap<u32, Replica>,
+        in_flight: VecDeque<(u32, PartitionMessage)>,
+        faults: Faults,
+        now: i64,
+        finished_distributions: Vec<i64>,
+    }
+
+    impl Cluster {
+        fn new(count: u32, faults: Faults) -> Self {
+            let partitions = (1..=count)
+                .map(|id| {
+                    let replica = Replica {
+                        leader: Engine::new(id, count),
+                        follower: Engine::new(id, count),
+                        state: MemKv::new(),
+                        log: vec![],
+                    };
+                    (id, replica)
+                })
+                .collect();
+            Cluster { partitions, in_flight: VecDeque::new(), faults, now: 1_000_000, finished_distributions: vec![] }
+        }
+
+        fn process(&mut self, partition_id: u32, input: Input) -> Output {
+            let replica = self.partitions.get_mut(&partition_id).expect("partition exists");
+            let (mut output, processed) = {
+                let mut overlay = Overlay::new(&replica.state);
+                let output = replica.leader.process(&mut overlay, input, self.now);
+                (output, overlay.into_writes())
+            };
+            let mut leader_view = replica.state.clone();
+            leader_view.commit(processed);
+            for record in &output.records {
+                replica.follower.apply(&mut replica.state, record);
+            }
+            assert_eq!(
+                leader_view.iter().collect::<Vec<_>>(),
+                replica.state.iter().collect::<Vec<_>>(),
+                "applying the records must give the state that processing saw"
+            );
+            replica.log.extend(output.records.iter().cloned());
+            self.finished_distributions.append(&mut output.distributions_finished);
+            for (target, message) in std::mem::take(&mut output.sends) {
+                if self.faults.roll() < self.faults.drop_percent {
+                    continue;
+                }
+                if self.faults.roll() < self.faults.duplicate_percent {
+                    self.in_flight.push_back((target, message.clone()));
+                }
+                self.in_flight.push_back((target, message));
+            }
+            output
+        }
+
+        fn command(&mut self, partition_id: u32, command: ClientCommand) -> CommandResult {
+            self.process(partition_id, Input::Client(command)).result.expect("client commands are answered")
+        }
+
+        /// Delivers what is in flight, in a shuffled order, until nothing is.
+        fn settle(&mut self) {
+            while !self.in_flight.is_empty() {
+                let pick = self.faults.roll() as usize % self.in_flight.len();
+                let (target, message) = self.in_flight.remove(pick).expect("picked within bounds");
+                self.process(target, Input::Partition(message));
+            }
+        }
+
+        /// Lets time pass until every partition's outbox is empty.
+        fn run_until_quiet(&mut self) {
+            for _ in 0..200 {
+                self.settle();
+                let pending = self.partitions.values().any(|r| distribution::has_pending(&r.state));
+                if !pending {
+                    return;
+                }
+                self.now += RETRY_INTERVAL_MS;
+                for id in 1..=self.partitions.len() as u32 {
+                    self.process(id, Input::Tick);
+                }
+            }
+            panic!("partitions still have unacknowledged commands after 200 retries");
+        }
+
+        /// A new leader takes over every partition: same state, fresh engine, nothing in flight.
+        fn change_leaders(&mut self) {
+            let count = self.partitions.len() as u32;
+            for (id, replica) in self.partitions.iter_mut() {
+                replica.leader = Engine::new(*id, count);
+            }
+            self.in_flight.clear();
+        }
+
+        fn completed(&self, process_instance_key: i64) -> bool {
+            let partition = key::partition_of(process_instance_key).expect("a partition key");
+            self.partitions[&partition].log.iter().any(|r| {
+                r.key == process_instance_key
+                    && r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted)
+            })
+        }
+    }
+
+    fn deploy(cluster: &mut Cluster, name: &str, xml: &str) -> i64 {
+        let command = ClientCommand::Deploy {
+            resources: vec![DeploymentResource { name: name.into(), content: xml.as_bytes().to_vec() }],
+            tenant_id: DEFAULT_TENANT.into(),
+        };
+        let output = cluster.process(1, Input::Client(command));
+        let deployment = output.distributing.expect("a new version is distributed to the other partitions");
+        assert!(matches!(output.result, Some(CommandResult::Deployed { key, .. }) if key == deployment));
+        deployment
+    }
+
+    fn create(cluster: &mut Cluster, partition_id: u32, process_id: &str, variables: Json) -> i64 {
+        match cluster.command(partition_id, create_command(process_id, variables, None)) {
+            CommandResult::ProcessInstanceCreated(created) => created.process_instance_key,
+            other => panic!("expected an instance on partition {partition_id}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_deployment_reaches_every_partition_so_instances_start_anywhere() {
+        let mut cluster = Cluster::new(3, Faults { seed: 7, drop_percent: 0, duplicate_percent: 0 });
+        let deployment = deploy(&mut cluster, "one.bpmn", &one_task("one", "work"));
+        let before = cluster.command(2, create_command("one", json!({}), None));
+        assert!(
+            matches!(before, CommandResult::Rejected { kind: RejectionType::NotFound, .. }),
+            "partition 2 knows nothing before the deployment arrives: {before:?}"
+        );
+        cluster.run_until_quiet();
+        assert_eq!(cluster.finished_distributions, vec![deployment], "every partition acknowledged it once");
+        for partition in 1..=3 {
+            let instance = create(&mut cluster, partition, "one", json!({}));
+            assert_eq!(key::partition_of(instance), Some(partition));
+        }
+        let redeployed = cluster.command(
+            1,
+            ClientCommand::Deploy {
+                resources: vec![DeploymentResource {
+                    name: "one.bpmn".into(),
+                    content: one_task("one", "work").into_bytes(),
+                }],
+                tenant_id: DEFAULT_TENANT.into(),
+            },
+        );
+        assert!(matches!(redeployed, CommandResult::Deployed { .. }));
+        assert!(cluster.in_flight.is_empty(), "an unchanged resource creates no version to distribute");
+    }
+
+    #[test]
+    fn a_deployment_survives_lost_and_duplicated_sends_and_a_leader_change() {
+        let mut cluster = Cluster::new(4, Faults { seed: 99, drop_percent: 60, duplicate_percent: 40 });
+        deploy(&mut cluster, "one.bpmn", &one_task("one", "work"));
+        cluster.change_leaders();
+        let second = one_task("one", "other-work");
+        deploy(&mut cluster, "one.bpmn", &second);
+        cluster.run_until_quiet();
+        for partition in 1..=4 {
+            let versions: Vec<i32> = cluster.partitions[&partition]
+                .log
+                .iter()
+                .filter_map(|r| match (&r.intent, &r.value) {
+                    (Intent::Process(_), RecordValue::Process(p)) => Some(p.version),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(versions, vec![1, 2], "partition {partition} created each version once, in order");
+            create(&mut cluster, partition, "one", json!({}));
+        }
+    }
+
+    #[test]
+    fn messages_correlate_across_partitions_exactly_once_despite_a_faulty_network_and_leader_changes() {
+        let mut cluster = Cluster::new(3, Faults { seed: 2024, drop_percent: 30, duplicate_percent: 30 });
+        deploy(&mut cluster, "wait.bpmn", &message_model());
+        cluster.run_until_quiet();
+        let mut instances = Vec::new();
+        for i in 0..30u32 {
+            let partition = i % 3 + 1;
+            let order = format!("order-{i}");
+            instances.push(create(&mut cluster, partition, "wait", json!({ "orderId": order })));
+            if i % 7 == 0 {
+                cluster.change_leaders();
+            }
+        }
+        cluster.settle();
+        for i in 0..30u32 {
+            let order = format!("order-{i}");
+            let partition = key::message_partition(&order, 3);
+            let publish = ClientCommand::PublishMessage(PublishMessage {
+                name: "paid".into(),
+                correlation_key: order,
+                time_to_live: 600_000,
+                message_id: String::new(),
+                variables: json!({ "paid": i }).to_string(),
+                tenant_id: DEFAULT_TENANT.into(),
+            });
+            assert!(matches!(cluster.command(partition, publish), CommandResult::Done { .. }));
+            if i % 5 == 0 {
+                cluster.change_leaders();
+            }
+        }
+        cluster.run_until_quiet();
+        for instance in &instances {
+            assert!(cluster.completed(*instance), "instance {instance} got its message");
+        }
+        let mut correlations: BTreeMap<i64, usize> = BTreeMap::new();
+        for replica in cluster.partitions.values() {
+            for record in &replica.log {
+                if let (
+                    Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Correlated),
+                    RecordValue::ProcessMessageSubscription(ProcessMessageSubscriptionRecord {
+                        process_instance_key,
+                        ..
+                    }),
+                ) = (&record.intent, &record.value)
+                {
+                    *correlations.entry(*process_instance_key).or_default() += 1;
+                }
+            }
+        }
+        assert_eq!(correlations.len(), instances.len());
+        assert!(correlations.values().all(|n| *n == 1), "each instance correlated exactly once: {correlations:?}");
+    }
+}

@@ -39,6 +39,9 @@ mod prefix {
     pub const MESSAGE_START_SUBSCRIPTION: u8 = 0x16;
     pub const TAKEN_FLOW: u8 = 0x17;
     pub const AWAIT_RESULT: u8 = 0x18;
+    pub const OUTBOX: u8 = 0x19;
+    pub const OUTBOX_SEQUENCE: u8 = 0x1A;
+    pub const INBOX: u8 = 0x1B;
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -695,5 +698,102 @@ pub mod subscriptions {
             true
         });
         found
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The exactly-once channel between partitions (see `waggle_protocol::partition`).
+
+pub mod distribution {
+    use waggle_protocol::partition::PartitionCommand;
+
+    use super::*;
+
+    /// A command sent to another partition and not yet acknowledged by it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Pending {
+        pub key: i64,
+        pub origin_key: i64,
+        pub command: PartitionCommand,
+    }
+
+    fn pending_key(target: u32, sequence: u64) -> Vec<u8> {
+        Key::new(prefix::OUTBOX).i64(target as i64).i64(sequence as i64).done()
+    }
+
+    /// The number the next command to `target` gets; numbers start at 1.
+    pub fn next_sequence(kv: &dyn KvRead, target: u32) -> u64 {
+        super::get(kv, &Key::new(prefix::OUTBOX_SEQUENCE).i64(target as i64).done()).unwrap_or(1)
+    }
+
+    pub fn add_pending(kv: &mut dyn KvWrite, target: u32, sequence: u64, pending: &Pending) {
+        kv.put(&pending_key(target, sequence), &encode(pending));
+        if sequence >= next_sequence(kv, target) {
+            kv.put(&Key::new(prefix::OUTBOX_SEQUENCE).i64(target as i64).done(), &encode(&(sequence + 1)));
+        }
+    }
+
+    pub fn remove_pending(kv: &mut dyn KvWrite, target: u32, sequence: u64) {
+        kv.delete(&pending_key(target, sequence));
+    }
+
+    /// Pending commands to `target` numbered up to `up_to`, in order.
+    pub fn pending_to(kv: &dyn KvRead, target: u32, up_to: u64) -> Vec<(u64, Pending)> {
+        let mut found = Vec::new();
+        kv.scan_prefix(&Key::new(prefix::OUTBOX).i64(target as i64).done(), &mut |k, v| {
+            let sequence = read_i64(&k[9..17]) as u64;
+            if sequence > up_to {
+                return false;
+            }
+            found.push((sequence, decode(v)));
+            true
+        });
+        found
+    }
+
+    /// Up to `limit` pending commands per target, each target's in order: what a retry resends.
+    pub fn all_pending(kv: &dyn KvRead, limit_per_target: usize) -> Vec<(u32, u64, Pending)> {
+        let mut found: Vec<(u32, u64, Pending)> = Vec::new();
+        let mut per_target = 0;
+        kv.scan_prefix(&[prefix::OUTBOX], &mut |k, v| {
+            let target = read_i64(&k[1..9]) as u32;
+            if found.last().is_none_or(|(t, ..)| *t != target) {
+                per_target = 0;
+            }
+            if per_target < limit_per_target {
+                found.push((target, read_i64(&k[9..17]) as u64, decode(v)));
+                per_target += 1;
+            }
+            true
+        });
+        found
+    }
+
+    pub fn has_pending(kv: &dyn KvRead) -> bool {
+        let mut any = false;
+        kv.scan_prefix(&[prefix::OUTBOX], &mut |_, _| {
+            any = true;
+            false
+        });
+        any
+    }
+
+    /// Whether any command about `origin_key` still waits for its acknowledgement.
+    pub fn pending_for_origin(kv: &dyn KvRead, origin_key: i64) -> bool {
+        let mut any = false;
+        kv.scan_prefix(&[prefix::OUTBOX], &mut |_, v| {
+            any = decode::<Pending>(v).origin_key == origin_key;
+            !any
+        });
+        any
+    }
+
+    /// The last number processed from `source`; 0 before any.
+    pub fn last_received(kv: &dyn KvRead, source: u32) -> u64 {
+        super::get(kv, &Key::new(prefix::INBOX).i64(source as i64).done()).unwrap_or(0)
+    }
+
+    pub fn set_last_received(kv: &mut dyn KvWrite, source: u32, sequence: u64) {
+        kv.put(&Key::new(prefix::INBOX).i64(source as i64).done(), &encode(&sequence));
     }
 }

@@ -1,0 +1,126 @@
+//! Both ends of the exactly-once channel between partitions (see [`waggle_protocol::partition`]).
+//!
+//! Sending writes a `Distributing` event, which puts the command in the outbox, and hands it to the
+//! broker to deliver. The leader resends whatever is still pending every [`RETRY_INTERVAL_MS`] and at
+//! once after it starts leading, so a command survives lost sends, dead brokers and leader changes.
+//! Receiving processes a command only if it is the next in sequence from its source, writing a
+//! `Received` event that remembers the number, and acknowledges it after commit.
+
+use waggle_protocol::partition::{PartitionCommand, PartitionMessage};
+use waggle_protocol::record::{CommandDistributionIntent, CommandDistributionRecord, Intent, RecordValue};
+
+use super::Ctx;
+use crate::state::tables::distribution;
+
+/// How long an unacknowledged command waits before it is sent again.
+pub(super) const RETRY_INTERVAL_MS: i64 = 2_000;
+/// How many pending commands per target one retry resends.
+const RETRY_BATCH: usize = 128;
+
+fn record(partition_id: u32, sequence: u64, origin_key: i64, command: Option<PartitionCommand>) -> RecordValue {
+    RecordValue::CommandDistribution(CommandDistributionRecord { partition_id, sequence, origin_key, command })
+}
+
+impl Ctx<'_> {
+    /// Sends a command to another partition through the outbox.
+    pub(super) fn distribute(&mut self, target: u32, command: PartitionCommand) {
+        let sequence = distribution::next_sequence(&*self.kv, target);
+        let origin_key = match &command {
+            PartitionCommand::DistributeDeployment { deployment_key, .. } => *deployment_key,
+            _ => -1,
+        };
+        let key = self.new_key();
+        self.event(
+            key,
+            Intent::CommandDistribution(CommandDistributionIntent::Distributing),
+            record(target, sequence, origin_key, Some(command.clone())),
+        );
+        self.out
+            .sends
+            .push((target, PartitionMessage::Command { source_partition: self.partition_id, sequence, command }));
+        if self.retry_at.is_none() {
+            *self.retry_at = Some(self.now + RETRY_INTERVAL_MS);
+        }
+    }
+
+    pub(super) fn partition_message(&mut self, message: PartitionMessage) {
+        match message {
+            PartitionMessage::Command { source_partition, sequence, command } => {
+                self.receive(source_partition, sequence, command)
+            }
+            PartitionMessage::Acknowledge { source_partition, sequence } => {
+                self.acknowledged(source_partition, sequence)
+            }
+        }
+    }
+
+    fn receive(&mut self, source: u32, sequence: u64, command: PartitionCommand) {
+        let last = distribution::last_received(&*self.kv, source);
+        if sequence > last + 1 {
+            // An earlier command got lost; the sender resends everything from it on, in order.
+            return;
+        }
+        if sequence == last + 1 {
+            self.event(
+                -1,
+                Intent::CommandDistribution(CommandDistributionIntent::Received),
+                record(source, sequence, -1, None),
+            );
+            self.partition_command(command);
+        }
+        let acknowledged = sequence.max(last);
+        self.out.sends.push((
+            source,
+            PartitionMessage::Acknowledge { source_partition: self.partition_id, sequence: acknowledged },
+        ));
+    }
+
+    fn acknowledged(&mut self, target: u32, up_to: u64) {
+        let settled = distribution::pending_to(&*self.kv, target, up_to);
+        if settled.is_empty() {
+            return;
+        }
+        self.command(
+            -1,
+            Intent::CommandDistribution(CommandDistributionIntent::Acknowledge),
+            record(target, up_to, -1, None),
+        );
+        for (sequence, pending) in settled {
+            self.event(
+                pending.key,
+                Intent::CommandDistribution(CommandDistributionIntent::Acknowledged),
+                record(target, sequence, pending.origin_key, None),
+            );
+            let deployment = matches!(pending.command, PartitionCommand::DistributeDeployment { .. });
+            if deployment && !distribution::pending_for_origin(&*self.kv, pending.origin_key) {
+                self.event(
+                    pending.origin_key,
+                    Intent::CommandDistribution(CommandDistributionIntent::Finished),
+                    record(target, sequence, pending.origin_key, None),
+                );
+                self.out.distributions_finished.push(pending.origin_key);
+            }
+        }
+        if !distribution::has_pending(&*self.kv) {
+            *self.retry_at = None;
+        }
+    }
+
+    /// Resends what is pending when its retry is due.
+    pub(super) fn resend_pending(&mut self) {
+        if !distribution::has_pending(&*self.kv) {
+            *self.retry_at = None;
+            return;
+        }
+        if self.retry_at.is_some_and(|at| self.now < at) {
+            return;
+        }
+        for (target, sequence, pending) in distribution::all_pending(&*self.kv, RETRY_BATCH) {
+            self.out.sends.push((
+                target,
+                PartitionMessage::Command { source_partition: self.partition_id, sequence, command: pending.command },
+            ));
+        }
+        *self.retry_at = Some(self.now + RETRY_INTERVAL_MS);
+    }
+}
