@@ -21,6 +21,8 @@ pub struct BrokerConfig {
     pub management_addr: SocketAddr,
     /// Commands a partition queues before it answers RESOURCE_EXHAUSTED.
     pub queue_capacity: usize,
+    /// Raft log entries between two state snapshots; the log is compacted below each snapshot.
+    pub snapshot_interval: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -48,6 +50,7 @@ impl BrokerConfig {
             advertised_command_addr: None,
             management_addr,
             queue_capacity: 4096,
+            snapshot_interval: 10_000,
         }
     }
 
@@ -88,6 +91,12 @@ impl BrokerConfig {
         }
         if self.queue_capacity == 0 {
             return Err(invalid("queue-capacity", "must be at least 1"));
+        }
+        if self.snapshot_interval < 10 {
+            return Err(invalid(
+                "snapshot-interval",
+                format!("is {} but must be at least 10 log entries", self.snapshot_interval),
+            ));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod management;
 mod metrics;
 mod partition;
 mod raft;
+mod relay;
 mod service;
 mod storage;
 
@@ -24,7 +25,7 @@ use waggle_protocol::broker_rpc::broker_server::BrokerServer;
 pub use config::{BrokerConfig, ConfigError};
 
 use crate::metrics::Metrics;
-use crate::partition::{Partition, PartitionError, PartitionSetup, Router};
+use crate::partition::{Partition, PartitionError, PartitionSetup};
 use crate::raft::network::Peers;
 use crate::service::BrokerService;
 
@@ -94,18 +95,10 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let metrics = Arc::new(Metrics::new());
     let (jobs, _) = broadcast::channel(1024);
     let peers = Peers::default();
-    let local: Arc<std::sync::OnceLock<Arc<HashMap<u32, Arc<Partition>>>>> = Arc::new(std::sync::OnceLock::new());
-    let router: Router = {
-        let local = local.clone();
-        Arc::new(move |partition_id, command| match local.get().and_then(|partitions| partitions.get(&partition_id)) {
-            Some(partition) => {
-                if let Err(e) = partition.deliver(command) {
-                    tracing::warn!(partition = partition_id, error = %e, "could not deliver a command between partitions");
-                }
-            }
-            None => tracing::warn!(partition = partition_id, "no local replica for a command between partitions"),
-        })
-    };
+    let local: relay::LocalPartitions = Arc::new(std::sync::OnceLock::new());
+    let addresses: Arc<Vec<String>> = Arc::new((0..config.cluster_size).map(|n| config.peer_addr(n)).collect());
+    let relay =
+        Arc::new(relay::Relay::start(&config, addresses.clone(), local.clone(), peers.clone(), shutdown.clone()));
     let mut partitions = HashMap::new();
     for partition_id in config.local_partitions() {
         let members: BTreeMap<u64, String> =
@@ -117,10 +110,12 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             members,
             data_dir: &config.data_dir,
             peers: peers.clone(),
+            addresses: addresses.clone(),
             queue_capacity: config.queue_capacity,
+            snapshot_interval: config.snapshot_interval,
             metrics: metrics.clone(),
             jobs: jobs.clone(),
-            router: router.clone(),
+            relay: relay.clone(),
             shutdown: shutdown.clone(),
         })
         .await?;

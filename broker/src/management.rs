@@ -35,7 +35,8 @@ async fn live() -> impl IntoResponse {
     Json(json!({ "status": "UP" }))
 }
 
-/// Ready once every local partition takes part in its raft group and knows its leader.
+/// Ready once every local partition takes part in its raft group and knows its leader; otherwise the
+/// answer names each unhealthy partition and why.
 async fn ready(State(service): State<Shared>) -> impl IntoResponse {
     let info = service.info();
     let mut all_healthy = true;
@@ -49,7 +50,7 @@ async fn ready(State(service): State<Shared>) -> impl IntoResponse {
                 "partitionId": p.partition_id,
                 "role": format!("{:?}", p.role).to_uppercase(),
                 "status": if healthy { "UP" } else { "DOWN" },
-                "reason": if healthy { None } else { Some("no leader is known for this partition yet (election in progress or quorum lost)") },
+                "reason": p.problem,
             })
         })
         .collect();

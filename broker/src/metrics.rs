@@ -20,6 +20,12 @@ pub struct Metrics {
     pub raft_term: IntGaugeVec,
     pub raft_last_log_index: IntGaugeVec,
     pub raft_applied_index: IntGaugeVec,
+    pub raft_commit_index: IntGaugeVec,
+    /// Last log index covered by the latest snapshot, and the index the log is compacted up to.
+    pub raft_snapshot_index: IntGaugeVec,
+    pub raft_purged_index: IntGaugeVec,
+    /// Partition messages (commands and acknowledgements) sent to other partitions, by target.
+    pub partition_messages: IntCounterVec,
 }
 
 impl Metrics {
@@ -62,6 +68,14 @@ impl Metrics {
             raft_term: gauge("waggle_raft_term", "Current raft term"),
             raft_last_log_index: gauge("waggle_raft_last_log_index", "Index of the last raft entry in the local log"),
             raft_applied_index: gauge("waggle_raft_applied_index", "Index of the last applied raft entry"),
+            raft_commit_index: gauge("waggle_raft_commit_index", "Index of the last committed raft entry"),
+            raft_snapshot_index: gauge("waggle_raft_snapshot_index", "Last raft index covered by the latest snapshot"),
+            raft_purged_index: gauge("waggle_raft_purged_index", "Raft index the log is compacted up to"),
+            partition_messages: IntCounterVec::new(
+                Opts::new("waggle_partition_messages_total", "Messages sent to other partitions"),
+                &["partition", "target"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for collector in [
@@ -74,6 +88,10 @@ impl Metrics {
             Box::new(metrics.raft_term.clone()),
             Box::new(metrics.raft_last_log_index.clone()),
             Box::new(metrics.raft_applied_index.clone()),
+            Box::new(metrics.raft_commit_index.clone()),
+            Box::new(metrics.raft_snapshot_index.clone()),
+            Box::new(metrics.raft_purged_index.clone()),
+            Box::new(metrics.partition_messages.clone()),
         ] {
             metrics.registry.register(collector).expect("metric names are unique");
         }

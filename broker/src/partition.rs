@@ -8,13 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::BasicNode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use waggle_engine::processor::{Engine, Input, Output, PartitionCommand};
+use waggle_engine::processor::{Engine, Input, Output, PartitionMessage};
 use waggle_engine::state::Overlay;
 use waggle_protocol::command::{BrokerError, BrokerReply, ClientCommand, CommandResult};
 use waggle_protocol::record::RecordBatch;
@@ -25,12 +26,19 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
+use crate::relay::Relay;
 use crate::storage::{self, Database, StateReader};
 
 /// How many commands one batch takes at most.
 const MAX_BATCH: usize = 512;
 /// How long the driver sleeps when nothing is due: it re-checks for due work at least this often.
 const IDLE_TICK: Duration = Duration::from_millis(1000);
+/// How often a follower checks whether it leads now.
+const FOLLOWER_POLL: Duration = Duration::from_millis(100);
+/// How long a leader may go without hearing from a quorum before it reports itself unhealthy.
+const QUORUM_LOST_AFTER_MS: u64 = 3_000;
+/// How long a deploy answer waits for the other partitions to have the deployment.
+const DEPLOYMENT_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
@@ -53,13 +61,12 @@ struct Submission {
     received: Instant,
 }
 
-/// Where commands for other partitions go.
-pub type Router = Arc<dyn Fn(u32, PartitionCommand) + Send + Sync>;
-
 pub struct Partition {
     pub id: u32,
     node_id: u64,
     pub raft: Raft,
+    /// The last committed raft log index.
+    committed: Arc<AtomicU64>,
     queue: mpsc::Sender<Submission>,
     driver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     db_closed: tokio::sync::watch::Receiver<bool>,
@@ -73,10 +80,13 @@ pub struct PartitionSetup<'a> {
     pub members: BTreeMap<u64, String>,
     pub data_dir: &'a Path,
     pub peers: Peers,
+    /// Internal address of every broker, by node id.
+    pub addresses: Arc<Vec<String>>,
     pub queue_capacity: usize,
+    pub snapshot_interval: u64,
     pub metrics: Arc<Metrics>,
     pub jobs: broadcast::Sender<JobAvailable>,
-    pub router: Router,
+    pub relay: Arc<Relay>,
     pub shutdown: CancellationToken,
 }
 
@@ -91,8 +101,10 @@ impl Partition {
             heartbeat_interval: 100,
             election_timeout_min: 400,
             election_timeout_max: 800,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(setup.snapshot_interval),
+            // Keep a tenth of an interval below the snapshot, so that a briefly lagging follower
+            // catches up from the log instead of needing the whole snapshot.
+            max_in_snapshot_log_to_keep: setup.snapshot_interval / 10,
             ..Default::default()
         }
         .validate()
@@ -104,8 +116,11 @@ impl Partition {
             dir.join("snapshot.bin"),
             Arc::new(move |position| applied_metric.set(position)),
         );
-        let network = NetworkFactory { partition_id: id, peers: setup.peers.clone() };
-        let raft = Raft::new(setup.node_id, Arc::new(config), network, LogStore::new(db.clone()), state_machine)
+        let network =
+            NetworkFactory { partition_id: id, peers: setup.peers.clone(), addresses: setup.addresses.clone() };
+        let committed = Arc::new(AtomicU64::new(0));
+        let log_store = LogStore::new(db.clone(), committed.clone());
+        let raft = Raft::new(setup.node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(|e| raft_error(&e))?;
         if !raft.is_initialized().await.map_err(|e| raft_error(&e))? {
@@ -130,13 +145,15 @@ impl Partition {
             ready_term: None,
             metrics: setup.metrics,
             jobs: setup.jobs,
-            router: setup.router,
+            relay: setup.relay,
+            deployments: HashMap::new(),
         };
         let driver = tokio::spawn(driver.run(setup.shutdown));
         Ok(Arc::new(Partition {
             id,
             node_id: setup.node_id,
             raft,
+            committed,
             queue,
             driver: std::sync::Mutex::new(Some(driver)),
             db_closed,
@@ -168,9 +185,9 @@ impl Partition {
             .map_err(|_| BrokerError::NotLeader { partition_id: self.id, leader: self.leader().map(u64::from) })?
     }
 
-    /// Queues a command from another partition; it needs no answer.
-    pub fn deliver(&self, command: PartitionCommand) -> Result<(), BrokerError> {
-        self.submit(Input::Partition(command), None)
+    /// Queues a message from another partition; it needs no answer.
+    pub fn deliver(&self, message: PartitionMessage) -> Result<(), BrokerError> {
+        self.submit(Input::Partition(message), None)
     }
 
     fn submit(&self, input: Input, reply: Option<oneshot::Sender<BrokerReply>>) -> Result<(), BrokerError> {
@@ -188,6 +205,10 @@ impl Partition {
         self.raft.metrics().borrow().current_leader.map(|l| l as u32)
     }
 
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
     pub fn info(&self) -> PartitionInfo {
         let metrics = self.raft.metrics().borrow().clone();
         let role = match metrics.state {
@@ -197,15 +218,29 @@ impl Partition {
             }
             openraft::ServerState::Shutdown => PartitionRole::Inactive,
         };
-        let health = match (metrics.state, metrics.current_leader) {
-            (openraft::ServerState::Shutdown, _) => PartitionHealth::Dead,
-            (_, None) => PartitionHealth::Unhealthy,
-            _ => PartitionHealth::Healthy,
+        let (health, problem) = match (&metrics.running_state, metrics.state, metrics.current_leader) {
+            (Err(fatal), ..) => (PartitionHealth::Dead, Some(format!("raft stopped: {fatal}"))),
+            (_, openraft::ServerState::Shutdown, _) => (PartitionHealth::Dead, Some("raft is shut down".to_string())),
+            (_, _, None) => (
+                PartitionHealth::Unhealthy,
+                Some("no leader is known (an election is running, or too few replicas are reachable)".to_string()),
+            ),
+            (_, openraft::ServerState::Leader, _)
+                if metrics.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_LOST_AFTER_MS) =>
+            {
+                let since = metrics.millis_since_quorum_ack.map_or("ever".to_string(), |ms| format!("{ms} ms"));
+                (
+                    PartitionHealth::Unhealthy,
+                    Some(format!("leading, but no quorum of replicas has answered for {since}: it cannot commit")),
+                )
+            }
+            _ => (PartitionHealth::Healthy, None),
         };
         PartitionInfo {
             partition_id: self.id,
             role,
             health,
+            problem,
             leader: metrics.current_leader.map(|l| l as u32),
             term: metrics.current_term,
         }
@@ -226,7 +261,9 @@ struct Driver {
     ready_term: Option<u64>,
     metrics: Arc<Metrics>,
     jobs: broadcast::Sender<JobAvailable>,
-    router: Router,
+    relay: Arc<Relay>,
+    /// Deploy answers held until every partition has the deployment, by deployment key.
+    deployments: HashMap<i64, (oneshot::Sender<BrokerReply>, CommandResult, Instant)>,
 }
 
 fn now_millis() -> i64 {
@@ -237,9 +274,16 @@ impl Driver {
     async fn run(mut self, shutdown: CancellationToken) {
         let label = self.id.to_string();
         loop {
-            let wait = Engine::next_due(&StateReader::new(&self.db))
-                .map(|due| Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_TICK))
-                .unwrap_or(IDLE_TICK);
+            // Only a leader has time-driven work; a follower just watches for becoming one.
+            let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
+            let wait = if leading {
+                self.engine
+                    .next_due(&StateReader::new(&self.db))
+                    .map(|due| Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_TICK))
+                    .unwrap_or(IDLE_TICK)
+            } else {
+                FOLLOWER_POLL
+            };
             let mut batch = Vec::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -248,6 +292,10 @@ impl Driver {
                     None => break,
                 },
                 _ = tokio::time::sleep(wait) => {
+                    if !leading {
+                        self.ensure_leading().await;
+                        continue;
+                    }
                     self.waiters.retain(|_, waiter| !waiter.is_closed());
                     batch.push(Submission { input: Input::Tick, reply: None, received: Instant::now() });
                 }
@@ -257,6 +305,9 @@ impl Driver {
                     Ok(submission) => batch.push(submission),
                     Err(_) => break,
                 }
+            }
+            if !self.deployments.is_empty() {
+                self.release_slow_deployments();
             }
             if !self.ensure_leading().await {
                 self.refuse(batch);
@@ -277,6 +328,7 @@ impl Driver {
         if leader != Some(self.node_id) {
             self.ready_term = None;
             self.waiters.clear();
+            self.deployments.clear();
             return false;
         }
         if self.ready_term == Some(term) {
@@ -292,6 +344,28 @@ impl Driver {
             Err(e) => {
                 tracing::info!(partition = self.id, error = %e, "not ready to lead yet");
                 false
+            }
+        }
+    }
+
+    /// Answers deployments that some partition has not acknowledged within [`DEPLOYMENT_WAIT`]: the
+    /// deployment is committed and will reach that partition when it is back, so the client need
+    /// not wait for it.
+    fn release_slow_deployments(&mut self) {
+        let slow: Vec<i64> = self
+            .deployments
+            .iter()
+            .filter(|(_, (.., since))| since.elapsed() >= DEPLOYMENT_WAIT)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in slow {
+            if let Some((reply, result, _)) = self.deployments.remove(&key) {
+                tracing::info!(
+                    partition = self.id,
+                    deployment = key,
+                    "answering a deployment before every partition has it"
+                );
+                let _ = reply.send(Ok(result));
             }
         }
     }
@@ -319,7 +393,7 @@ impl Driver {
                         (create.await_result.is_some(), command.name())
                     }
                     Input::Client(command) => (false, command.name()),
-                    Input::Partition(_) => (false, "PartitionCommand"),
+                    Input::Partition(message) => (false, message.name()),
                     Input::Tick => (false, "Tick"),
                 };
                 let mut output = self.engine.process(&mut overlay, submission.input, now);
@@ -350,11 +424,14 @@ impl Driver {
             self.metrics.commands.with_label_values(&[label, name, outcome]).inc();
             self.metrics.processing_seconds.with_label_values(&[label]).observe(received.elapsed().as_secs_f64());
             if let (Some(reply), Some(result)) = (reply, output.result) {
-                match result {
-                    CommandResult::ProcessInstanceCreated(created) if awaits => {
+                match (result, output.distributing) {
+                    (CommandResult::ProcessInstanceCreated(created), _) if awaits => {
                         self.waiters.insert(created.process_instance_key, reply);
                     }
-                    result => {
+                    (result @ CommandResult::Deployed { .. }, Some(deployment)) => {
+                        self.deployments.insert(deployment, (reply, result, Instant::now()));
+                    }
+                    (result, _) => {
                         let _ = reply.send(Ok(result));
                     }
                 }
@@ -367,8 +444,14 @@ impl Driver {
             for job_type in output.jobs_available {
                 let _ = self.jobs.send(JobAvailable { job_type, partition_id: self.id });
             }
-            for (partition, command) in output.sends {
-                (self.router)(partition, command);
+            for (partition, message) in output.sends {
+                self.metrics.partition_messages.with_label_values(&[label, &partition.to_string()]).inc();
+                self.relay.send(partition, message);
+            }
+            for deployment in output.distributions_finished {
+                if let Some((reply, result, _)) = self.deployments.remove(&deployment) {
+                    let _ = reply.send(Ok(result));
+                }
             }
         }
     }

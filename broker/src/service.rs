@@ -13,10 +13,11 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use waggle_protocol::broker_rpc::broker_server::Broker;
 use waggle_protocol::broker_rpc::{
-    BrokerTopology, CommandEnvelope, JobAvailabilityQuery, JobAvailable as JobAvailableMessage, RaftEnvelope,
-    ResultEnvelope, TopologyQuery,
+    BrokerTopology, CommandEnvelope, DeliveryEnvelope, DeliveryReceipt, JobAvailabilityQuery,
+    JobAvailable as JobAvailableMessage, RaftEnvelope, ResultEnvelope, TopologyQuery,
 };
 use waggle_protocol::command::{self, BrokerError, BrokerReply, ClientCommand};
+use waggle_protocol::partition::PartitionMessage;
 use waggle_protocol::topology::BrokerInfo;
 
 use crate::config::BrokerConfig;
@@ -64,6 +65,9 @@ impl BrokerService {
             let index = |id: Option<openraft::LogId<u64>>| id.map_or(0, |l| l.index as i64);
             self.metrics.raft_last_log_index.with_label_values(&[&label]).set(m.last_log_index.map_or(0, |i| i as i64));
             self.metrics.raft_applied_index.with_label_values(&[&label]).set(index(m.last_applied));
+            self.metrics.raft_commit_index.with_label_values(&[&label]).set(partition.committed_index() as i64);
+            self.metrics.raft_snapshot_index.with_label_values(&[&label]).set(index(m.snapshot));
+            self.metrics.raft_purged_index.with_label_values(&[&label]).set(index(m.purged));
         }
     }
 
@@ -118,6 +122,18 @@ impl Broker for BrokerService {
 
     async fn topology(&self, _request: Request<TopologyQuery>) -> Result<Response<BrokerTopology>, Status> {
         Ok(Response::new(BrokerTopology { payload: command::encode(&self.info()) }))
+    }
+
+    async fn deliver(&self, request: Request<DeliveryEnvelope>) -> Result<Response<DeliveryReceipt>, Status> {
+        let envelope = request.into_inner();
+        let outcome = match command::decode::<Vec<PartitionMessage>>(&envelope.payload) {
+            Err(e) => Err(e),
+            Ok(messages) => match self.partitions.get(&envelope.partition_id) {
+                None => Err(BrokerError::PartitionNotFound { partition_id: envelope.partition_id }),
+                Some(partition) => messages.into_iter().try_for_each(|message| partition.deliver(message)),
+            },
+        };
+        Ok(Response::new(DeliveryReceipt { payload: command::encode(&outcome) }))
     }
 
     type JobAvailabilityStream = JobStream;

@@ -142,3 +142,83 @@ async fn management_port_reports_readiness_and_metrics() {
     shutdown.cancel();
     broker.stopped.await.unwrap();
 }
+
+/// Reads one partition-1 gauge from the metrics text.
+fn gauge(metrics: &str, name: &str) -> i64 {
+    let prefix = format!("{name}{{partition=\"1\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{name} is missing from the metrics"))
+        .trim()
+        .parse()
+        .expect("an integer gauge")
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_compacted_below_snapshots_and_a_restart_recovers_from_snapshot_plus_log() {
+    const INTERVAL: u64 = 20;
+    const INSTANCES: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let config = BrokerConfig { snapshot_interval: INTERVAL, ..BrokerConfig::single_node(dir.path().into(), any, any) };
+    let shutdown = CancellationToken::new();
+    let broker = waggle_broker::start(config.clone(), shutdown.clone()).await.unwrap();
+    let deploy = ClientCommand::Deploy {
+        resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
+        tenant_id: DEFAULT_TENANT.into(),
+    };
+    execute_when_leading(broker.command_addr, &deploy).await;
+    for _ in 0..INSTANCES {
+        assert!(matches!(
+            execute_when_leading(broker.command_addr, &create()).await,
+            CommandResult::ProcessInstanceCreated(_)
+        ));
+    }
+    // Snapshots are built in the background; give the last one a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = http_get(broker.management_addr, "/metrics").await;
+        let retained = gauge(&metrics, "waggle_raft_last_log_index") - gauge(&metrics, "waggle_raft_purged_index");
+        if retained <= (INTERVAL + INTERVAL / 10 + 2) as i64 || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (last, snapshot, purged) = (
+        gauge(&metrics, "waggle_raft_last_log_index"),
+        gauge(&metrics, "waggle_raft_snapshot_index"),
+        gauge(&metrics, "waggle_raft_purged_index"),
+    );
+    assert!(last > INSTANCES as i64, "every command is a log entry: {last}");
+    assert!(snapshot >= last - INTERVAL as i64 - 2, "a recent snapshot exists: snapshot {snapshot}, last {last}");
+    assert!(
+        last - purged <= (INTERVAL + INTERVAL / 10 + 2) as i64,
+        "the log keeps only what follows the snapshot plus a margin: last {last}, compacted to {purged}"
+    );
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let broker = waggle_broker::start(config, shutdown.clone()).await.unwrap();
+    let mut activated = 0;
+    while activated < INSTANCES {
+        let CommandResult::JobsActivated { jobs } = execute_when_leading(broker.command_addr, &activate()).await else {
+            panic!("activation answers with jobs")
+        };
+        assert!(!jobs.is_empty(), "only {activated} of {INSTANCES} jobs survived the restart");
+        activated += jobs.len();
+    }
+    assert_eq!(activated, INSTANCES, "the restarted broker has exactly the state from before");
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}

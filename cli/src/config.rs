@@ -36,6 +36,7 @@ pub struct BrokerSettings {
     pub advertised_command_addr: Option<String>,
     pub management_addr: Option<String>,
     pub queue_capacity: Option<usize>,
+    pub snapshot_interval: Option<u64>,
     /// Exporter settings, written by the operator; this build ships no exporters yet, so the table is
     /// accepted and reported at start-up rather than silently dropped.
     pub exporters: Option<toml::Table>,
@@ -83,6 +84,7 @@ pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<Brok
             &given.management_addr.or(file.management_addr).unwrap_or_else(|| "0.0.0.0:9600".into()),
         )?,
         queue_capacity: given.queue_capacity.or(file.queue_capacity).unwrap_or(4096),
+        snapshot_interval: given.snapshot_interval.or(file.snapshot_interval).unwrap_or(10_000),
     };
     config.validate().map_err(|e| match e {
         waggle_broker::ConfigError::Invalid { key, problem } => ConfigError::Invalid { key, problem },

@@ -86,6 +86,9 @@ struct BrokerArgs {
     /// Commands a partition queues before answering RESOURCE_EXHAUSTED.
     #[arg(long, env = "WAGGLE_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
+    /// Log entries between two state snapshots; the log is compacted below each snapshot.
+    #[arg(long, env = "WAGGLE_SNAPSHOT_INTERVAL")]
+    snapshot_interval: Option<u64>,
 }
 
 #[derive(Args)]
@@ -183,6 +186,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 advertised_command_addr: args.advertised_command_addr,
                 management_addr: args.management_addr,
                 queue_capacity: args.queue_capacity,
+                snapshot_interval: args.snapshot_interval,
                 exporters: None,
             };
             let broker = config::broker_config(overrides, file)?;

@@ -256,6 +256,7 @@ mod tests {
                     partition_id,
                     role,
                     health: PartitionHealth::Healthy,
+                    problem: None,
                     leader: None,
                     term,
                 })

@@ -29,8 +29,8 @@ use waggle_gateway::GatewayConfig;
 use waggle_protocol::{
     broker_rpc::{
         broker_server::{Broker, BrokerServer},
-        BrokerTopology, CommandEnvelope, JobAvailabilityQuery, JobAvailable, RaftEnvelope, ResultEnvelope,
-        TopologyQuery,
+        BrokerTopology, CommandEnvelope, DeliveryEnvelope, DeliveryReceipt, JobAvailabilityQuery, JobAvailable,
+        RaftEnvelope, ResultEnvelope, TopologyQuery,
     },
     command::{
         decode, encode, ActivatedJob, BrokerError, BrokerReply, ClientCommand, CommandResult, ProcessInstanceCreated,
@@ -183,6 +183,10 @@ impl Broker for ScriptedBroker {
         Err(Status::unimplemented("the scripted broker does not replicate"))
     }
 
+    async fn deliver(&self, _: Request<DeliveryEnvelope>) -> Result<Response<DeliveryReceipt>, Status> {
+        Err(Status::unimplemented("the scripted broker has no other partitions to hear from"))
+    }
+
     async fn topology(&self, _: Request<TopologyQuery>) -> Result<Response<BrokerTopology>, Status> {
         let script = self.script();
         let info = BrokerInfo {
@@ -199,6 +203,7 @@ impl Broker for ScriptedBroker {
                         partition_id,
                         role: if term.is_some() { PartitionRole::Leader } else { PartitionRole::Follower },
                         health: PartitionHealth::Healthy,
+                        problem: None,
                         leader: None,
                         term: term.copied().unwrap_or(0),
                     }

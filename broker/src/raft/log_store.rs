@@ -5,6 +5,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -21,11 +22,13 @@ const PURGED: &[u8] = b"purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The last committed log index, for metrics (openraft's metrics do not report it).
+    committed: Arc<AtomicU64>,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    pub fn new(db: Arc<Database>, committed: Arc<AtomicU64>) -> Self {
+        Self { db, committed }
     }
 
     fn read_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -104,6 +107,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+        self.committed.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         // Losing this only slows recovery (openraft re-learns it), so it need not be synced.
         self.write_meta(COMMITTED, &committed, false)
     }

@@ -47,7 +47,7 @@ pub struct Peers {
 }
 
 impl Peers {
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().expect("peer channel map is never poisoned");
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
@@ -62,16 +62,22 @@ impl Peers {
 }
 
 /// Creates raft clients for one partition.
+///
+/// A peer is reached at the address this broker's own configuration gives for its node id, not the
+/// one recorded in the raft membership: addresses may change between restarts (a pod gets a new IP)
+/// and may differ per broker (proxies, NAT), while node ids do not.
 pub struct NetworkFactory {
     pub partition_id: u32,
     pub peers: Peers,
+    pub addresses: Arc<Vec<String>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        PeerClient { partition_id: self.partition_id, target, addr: node.addr.clone(), peers: self.peers.clone() }
+        let addr = self.addresses.get(target as usize).cloned().unwrap_or_else(|| node.addr.clone());
+        PeerClient { partition_id: self.partition_id, target, addr, peers: self.peers.clone() }
     }
 }
 
