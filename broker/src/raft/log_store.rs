@@ -28,7 +28,11 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(db: Arc<Database>, committed: Arc<AtomicU64>) -> Self {
-        Self { db, committed }
+        let store = Self { db, committed };
+        if let Ok(Some(Some(last))) = store.read_meta::<Option<LogId<u64>>>(COMMITTED) {
+            store.committed.store(last.index, Ordering::Relaxed);
+        }
+        store
     }
 
     fn read_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
