@@ -25,9 +25,10 @@ pub struct BenchArgs {
     /// The gateway's gRPC address.
     #[arg(long, default_value = "127.0.0.1:26500")]
     gateway: String,
-    /// The node's management address, for its CPU time (`process_cpu_seconds_total`).
-    #[arg(long, default_value = "127.0.0.1:9600")]
-    management: String,
+    /// Management addresses of every process to charge CPU time to (`process_cpu_seconds_total`),
+    /// comma-separated: the node, or each broker and gateway of a cluster.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9600")]
+    management: Vec<String>,
     /// Instances in flight; several values run one after another (e.g. 1,32,128).
     #[arg(long, value_delimiter = ',', default_value = "1,32,128")]
     in_flight: Vec<usize>,
@@ -54,9 +55,16 @@ fn bench_model() -> String {
     )
 }
 
-async fn cpu_seconds(management: &str) -> Option<f64> {
-    let text = http_get(management, "/metrics").await.ok()?;
-    text.lines().find_map(|line| line.strip_prefix("process_cpu_seconds_total ").and_then(|v| v.trim().parse().ok()))
+/// CPU seconds used so far by all the given processes together; `None` if any does not say.
+async fn cpu_seconds(management: &[String]) -> Option<f64> {
+    let mut total = 0.0;
+    for addr in management {
+        let text = http_get(addr, "/metrics").await.ok()?;
+        total += text.lines().find_map(|line| {
+            line.strip_prefix("process_cpu_seconds_total ").and_then(|v| v.trim().parse::<f64>().ok())
+        })?;
+    }
+    Some(total)
 }
 
 /// A minimal HTTP/1.0 GET, enough for a metrics endpoint on loopback.
