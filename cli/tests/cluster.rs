@@ -1,0 +1,343 @@
+//! Failover of a three-broker cluster under load: what the cluster acknowledged survives a leader's
+//! death and a leader's isolation, and the cluster keeps serving.
+//!
+//! Each test runs real `waggle` processes (three brokers, each replicating all three partitions, and
+//! a standalone gateway; see `cluster_support`), drives steady load through the gateway's Zeebe API,
+//! injects one fault, and then checks the acknowledged work against the ledger the load kept:
+//!
+//! - acknowledged process instance keys are unique: two leaders acknowledging writes for one
+//!   partition would hand out the same key twice;
+//! - every acknowledged instance finishes once the cluster is whole again;
+//! - no job whose completion was acknowledged is ever activated again.
+//!
+//! The tests print a timeline (run with `--nocapture`); when one fails it prints the tail of every
+//! process's log and keeps their data directory.
+
+mod cluster_support;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cluster_support::management::{RaftGauges, LEADER};
+use cluster_support::workload::{self, Workload};
+use cluster_support::{Cluster, Network, BROKERS, PARTITIONS, SNAPSHOT_INTERVAL};
+
+/// The tests assert on timings and each runs four processes; two clusters at once would compete for
+/// the same few cores, so the tests take turns.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const DEPLOY_LIMIT: Duration = Duration::from_secs(30);
+/// How long after the load starts every partition must have acknowledged a creation.
+const FIRST_CREATIONS_LIMIT: Duration = Duration::from_secs(15);
+const LOAD_BEFORE_FAULT: Duration = Duration::from_secs(3);
+/// How long after a leader dies a new leader for every partition, and acknowledged creations on
+/// every partition, must appear. Elections time out after 0.4 to 0.8 s.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+const LOAD_AFTER_FAULT: Duration = Duration::from_secs(3);
+/// How long after the creations stop every acknowledged instance must have finished.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+/// How long a killed broker may stay down while waiting for the log to move past it.
+const COMPACTION_LIMIT: Duration = Duration::from_secs(40);
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+const ISOLATION: Duration = Duration::from_secs(5);
+/// Replies in flight when a leader is isolated may still commit entries; after this, nothing can.
+const ISOLATION_SETTLE: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_work_survives_killing_a_leader() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start(Network::Direct).await;
+    let clock = cluster.clock;
+    let workload = start_load(&cluster).await;
+
+    let victim = cluster.leaders().await.expect("the gateway reports the topology")[&1];
+    let at_kill = cluster.raft_gauges(victim).await.expect("the leader of partition 1 serves metrics");
+    let killed = Instant::now();
+    cluster.kill(victim);
+    let leaders = cluster.wait_for_leaders(Some(victim), FAILOVER_LIMIT).await;
+    clock.note(format!("new leaders {leaders:?} (partition → broker), {:?} after the kill", killed.elapsed()));
+    let serving = workload.wait_for_creations_on_every_partition(killed, PARTITIONS, FAILOVER_LIMIT).await;
+    clock.note(format!("creations acknowledged on every partition again {serving:?} after the kill"));
+
+    // Keep broker `victim` down until the other replicas compacted their logs past its end, so that
+    // it can only catch up by installing a snapshot.
+    let compacted = wait_until_compacted_past(&cluster, victim, &at_kill).await;
+    clock.note(format!(
+        "the other replicas compacted every partition's log past broker {victim}'s end, {:?} after the kill; \
+         partition → (broker {victim}'s last index, lowest purged index elsewhere): {compacted:?}",
+        killed.elapsed()
+    ));
+    cluster.restart(victim).await;
+    let restarted = Instant::now();
+    let at_restart = leader_commit_indexes(&cluster).await;
+    wait_until_applied(&cluster, victim, &at_restart).await;
+    clock.note(format!(
+        "broker {victim} applied what its leaders had committed at the restart ({at_restart:?}, partition → \
+         index) {:?} after the restart",
+        restarted.elapsed()
+    ));
+    tokio::time::sleep(LOAD_AFTER_FAULT).await;
+    drain_and_check(&cluster, workload).await;
+
+    let drained = leader_commit_indexes(&cluster).await;
+    wait_until_applied(&cluster, victim, &drained).await;
+    clock.note(format!("broker {victim} applied everything its leaders committed ({drained:?})"));
+    let log = cluster.current_log(victim);
+    assert!(
+        log.contains("Done install complete snapshot"),
+        "broker {victim} came back after its partitions' logs had been compacted past its own, so it \
+         must have caught up by installing a snapshot, but its log since the restart shows no \
+         `Done install complete snapshot` line from openraft"
+    );
+    clock.note(format!(
+        "broker {victim} installed {} snapshot(s) after the restart",
+        log.matches("Done install complete snapshot").count()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_acknowledges_nothing_and_nothing_is_lost() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start(Network::Proxied).await;
+    let clock = cluster.clock;
+    let workload = start_load(&cluster).await;
+
+    let leaders = cluster.leaders().await.expect("the gateway reports the topology");
+    let victim = leaders[&1];
+    let led: Vec<u32> = leaders.iter().filter(|(_, node)| **node == victim).map(|(p, _)| *p).collect();
+    cluster.isolate(victim);
+    let isolated = Instant::now();
+    let mut successors: BTreeMap<u32, (usize, Duration)> = BTreeMap::new();
+    let mut settled: Option<BTreeMap<u32, RaftGauges>> = None;
+    let mut samples = 0;
+    while isolated.elapsed() < ISOLATION {
+        let gauges = cluster.raft_gauges_of_all().await;
+        assert_one_leader_per_term(&gauges);
+        for (partition, (node, _)) in highest_term_leaders(&gauges) {
+            if node != victim && led.contains(&partition) {
+                successors.entry(partition).or_insert((node, isolated.elapsed()));
+            }
+        }
+        if isolated.elapsed() >= ISOLATION_SETTLE {
+            let now = gauges.get(&victim).expect("an isolated broker still serves metrics to the test");
+            let before = settled.get_or_insert_with(|| now.clone());
+            for partition in &led {
+                let (before, now) = (&before[partition], &now[partition]);
+                assert_eq!(
+                    (before.commit_index, before.applied_index),
+                    (now.commit_index, now.applied_index),
+                    "broker {victim}, cut off from its peers, committed or applied new entries of partition \
+                     {partition} (commit index, applied index): it committed without a quorum"
+                );
+            }
+        }
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    clock.note(format!(
+        "while broker {victim} was isolated ({samples} samples, never two leaders in one term): new leaders \
+         (partition → broker, time after isolation) {successors:?}; creations acknowledged on partitions {:?}",
+        workload.partitions_creating_since(isolated)
+    ));
+    cluster.heal();
+    for partition in &led {
+        assert!(
+            successors.contains_key(partition),
+            "the majority did not elect a new leader for partition {partition} within {ISOLATION:?} of its \
+             leader (broker {victim}) being isolated"
+        );
+    }
+    let healed = Instant::now();
+    wait_for_single_leaders(&cluster).await;
+    clock.note(format!("one leader per partition again, {:?} after healing", healed.elapsed()));
+    tokio::time::sleep(LOAD_AFTER_FAULT).await;
+    drain_and_check(&cluster, workload).await;
+}
+
+/// Deploys the process and starts the load; returns once every partition acknowledged creations and
+/// the load ran for a while.
+async fn start_load(cluster: &Cluster) -> Workload {
+    let client = cluster.client();
+    workload::deploy(&client, DEPLOY_LIMIT).await;
+    cluster.clock.note("deployed the two-task process");
+    let started = Instant::now();
+    let workload = Workload::start(&client);
+    let all = workload.wait_for_creations_on_every_partition(started, PARTITIONS, FIRST_CREATIONS_LIMIT).await;
+    cluster.clock.note(format!("creations acknowledged on every partition {all:?} after the load started"));
+    tokio::time::sleep(LOAD_BEFORE_FAULT).await;
+    cluster.clock.note(format!("under load: {}", workload.summary()));
+    workload
+}
+
+/// Stops creating, lets the workers finish every acknowledged instance, and checks the ledger.
+async fn drain_and_check(cluster: &Cluster, mut workload: Workload) {
+    workload.stop_creating().await;
+    cluster.clock.note(format!("stopped creating: {}", workload.summary()));
+    let draining = Instant::now();
+    let unfinished = workload.wait_until_all_finished(DRAIN_LIMIT).await;
+    cluster.clock.note(format!("drained for {:?}: {}", draining.elapsed(), workload.summary()));
+    let created = workload.created();
+    let duplicates = workload.duplicate_instance_keys();
+    let reactivated = workload.reactivated_after_completion();
+    let gone = workload.finished_by_job_gone();
+    workload.stop().await;
+
+    assert!(
+        duplicates.is_empty(),
+        "{} acknowledged process instance keys were handed out twice (partitions {:?}): {:?}",
+        duplicates.len(),
+        partitions_of(&duplicates),
+        &duplicates[..duplicates.len().min(20)]
+    );
+    assert!(
+        unfinished.is_empty(),
+        "{} of {created} acknowledged instances did not finish within {DRAIN_LIMIT:?} (partitions {:?}): {:?}",
+        unfinished.len(),
+        partitions_of(&unfinished),
+        &unfinished[..unfinished.len().min(20)]
+    );
+    assert!(
+        reactivated.is_empty(),
+        "{} jobs were activated again after their completion had been acknowledged: {:?}",
+        reactivated.len(),
+        &reactivated[..reactivated.len().min(20)]
+    );
+    let running = workload::still_running(&cluster.client(), &gone).await;
+    assert!(
+        running.is_empty(),
+        "instances whose b job was gone had not finished: {:?}",
+        &running[..running.len().min(20)]
+    );
+    cluster.clock.note(format!(
+        "all {created} acknowledged instances finished, keys unique, no completed job activated again \
+         ({} instances confirmed finished by cancelling them)",
+        gone.len()
+    ));
+}
+
+/// How many keys fall on each partition.
+fn partitions_of(keys: &[i64]) -> BTreeMap<u32, usize> {
+    keys.iter().fold(BTreeMap::new(), |mut counts, key| {
+        *counts.entry(workload::partition_of(*key)).or_default() += 1;
+        counts
+    })
+}
+
+/// Per partition, the broker that is leader with the highest term, and that term.
+fn highest_term_leaders(gauges: &BTreeMap<usize, BTreeMap<u32, RaftGauges>>) -> BTreeMap<u32, (usize, i64)> {
+    let mut leaders: BTreeMap<u32, (usize, i64)> = BTreeMap::new();
+    for (node, partitions) in gauges {
+        for (partition, g) in partitions.iter().filter(|(_, g)| g.role == LEADER) {
+            if leaders.get(partition).is_none_or(|(_, term)| g.term > *term) {
+                leaders.insert(*partition, (*node, g.term));
+            }
+        }
+    }
+    leaders
+}
+
+/// Raft's election safety: at most one leader per term and partition. Role and term come from one
+/// scrape of one broker, so a broker that just stepped down cannot be mistaken for a second leader.
+fn assert_one_leader_per_term(gauges: &BTreeMap<usize, BTreeMap<u32, RaftGauges>>) {
+    for partition in 1..=PARTITIONS {
+        let mut leaders: Vec<(i64, usize)> = gauges
+            .iter()
+            .filter_map(|(node, partitions)| partitions.get(&partition).map(|g| (g, *node)))
+            .filter(|(g, _)| g.role == LEADER)
+            .map(|(g, node)| (g.term, node))
+            .collect();
+        leaders.sort();
+        assert!(
+            leaders.windows(2).all(|pair| pair[0].0 != pair[1].0),
+            "partition {partition} has two leaders in one term: (term, broker) {leaders:?}"
+        );
+    }
+}
+
+/// Waits until every other broker has compacted every partition's log past where `at_kill` (the
+/// gauges `victim` reported just before it was killed) ended; returns, by partition, that end and the
+/// lowest purged index among the other brokers.
+async fn wait_until_compacted_past(
+    cluster: &Cluster,
+    victim: usize,
+    at_kill: &BTreeMap<u32, RaftGauges>,
+) -> BTreeMap<u32, (i64, i64)> {
+    let started = Instant::now();
+    loop {
+        let gauges = cluster.raft_gauges_of_all().await;
+        let others: Vec<_> = gauges.iter().filter(|(node, _)| **node != victim).map(|(_, g)| g).collect();
+        let progress: BTreeMap<u32, (i64, i64)> = (1..=PARTITIONS)
+            .map(|p| {
+                let purged = others.iter().map(|g| g.get(&p).map_or(0, |g| g.purged_index)).min().unwrap_or(0);
+                (p, (at_kill[&p].last_log_index, purged))
+            })
+            .collect();
+        // The victim may have appended a few more entries between its last scrape and its death.
+        if others.len() == BROKERS - 1
+            && progress.values().all(|(end, purged)| *purged >= end + SNAPSHOT_INTERVAL as i64 / 2)
+        {
+            return progress;
+        }
+        assert!(
+            started.elapsed() < COMPACTION_LIMIT,
+            "the other brokers did not compact their logs past broker {victim}'s end within {COMPACTION_LIMIT:?}; \
+             partition → (broker {victim}'s last index, lowest purged index elsewhere): {progress:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the leader of each partition has committed.
+async fn leader_commit_indexes(cluster: &Cluster) -> BTreeMap<u32, i64> {
+    let gauges = cluster.raft_gauges_of_all().await;
+    let leaders = highest_term_leaders(&gauges);
+    let committed: BTreeMap<u32, i64> =
+        leaders.iter().map(|(p, (leader, _))| (*p, gauges[leader][p].commit_index)).collect();
+    assert_eq!(committed.len() as u32, PARTITIONS, "every partition has a leader: {gauges:?}");
+    committed
+}
+
+/// Waits until broker `node` has applied at least `targets` (partition → raft index).
+async fn wait_until_applied(cluster: &Cluster, node: usize, targets: &BTreeMap<u32, i64>) {
+    let started = Instant::now();
+    loop {
+        let own = cluster.raft_gauges(node).await.unwrap_or_default();
+        let lagging: BTreeMap<u32, (i64, Option<i64>)> = targets
+            .iter()
+            .map(|(p, target)| (*p, (*target, own.get(p).map(|g| g.applied_index))))
+            .filter(|(_, (target, applied))| applied.is_none_or(|applied| applied < *target))
+            .collect();
+        if lagging.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < CATCH_UP_LIMIT,
+            "broker {node} did not catch up within {CATCH_UP_LIMIT:?}; partition → (leader's applied index, \
+             broker {node}'s): {lagging:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every partition has exactly one broker reporting itself leader: a deposed leader
+/// must notice the newer term once it hears from its peers again.
+async fn wait_for_single_leaders(cluster: &Cluster) {
+    let started = Instant::now();
+    loop {
+        let gauges = cluster.raft_gauges_of_all().await;
+        assert_one_leader_per_term(&gauges);
+        let counts: BTreeMap<u32, usize> = (1..=PARTITIONS)
+            .map(|p| (p, gauges.values().filter(|g| g.get(&p).is_some_and(|g| g.role == LEADER)).count()))
+            .collect();
+        if gauges.len() == BROKERS && counts.values().all(|n| *n == 1) {
+            return;
+        }
+        assert!(
+            started.elapsed() < FAILOVER_LIMIT,
+            "{FAILOVER_LIMIT:?} after healing, leaders per partition are {counts:?} ({} brokers answered)",
+            gauges.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
