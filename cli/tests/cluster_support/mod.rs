@@ -252,22 +252,28 @@ impl Cluster {
         std::fs::read_to_string(log).unwrap_or_else(|e| panic!("cannot read {}: {e}", log.display()))
     }
 
-    /// The broker leading each partition, as the gateway's Topology reports it. When two brokers
-    /// claim the same partition (a deposed leader that has not noticed yet), the one with the higher
-    /// raft term wins, as it does in the gateway's routing.
-    pub async fn leaders(&self) -> Result<BTreeMap<u32, usize>, String> {
-        let mut client = self.client();
+    /// The brokers that the gateway's Topology names leader of each partition: more than one while
+    /// a deposed leader has not noticed yet.
+    pub async fn leader_claims(&self) -> Result<BTreeMap<u32, Vec<usize>>, String> {
         let mut request = tonic::Request::new(TopologyRequest {});
         request.set_timeout(Duration::from_secs(3));
-        let topology = client.topology(request).await.map_err(|s| format!("Topology failed: {s}"))?.into_inner();
+        let topology = self.client().topology(request).await.map_err(|s| format!("Topology failed: {s}"))?;
         let mut claims: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for broker in &topology.brokers {
+        for broker in &topology.get_ref().brokers {
             for partition in &broker.partitions {
                 if partition.role == PartitionBrokerRole::Leader as i32 {
                     claims.entry(partition.partition_id as u32).or_default().push(broker.node_id as usize);
                 }
             }
         }
+        Ok(claims)
+    }
+
+    /// The broker leading each partition, as the gateway's Topology reports it. When two brokers
+    /// claim the same partition, the one with the higher raft term wins, as it does in the gateway's
+    /// routing.
+    pub async fn leaders(&self) -> Result<BTreeMap<u32, usize>, String> {
+        let claims = self.leader_claims().await?;
         let mut leaders = BTreeMap::new();
         for (partition, claimants) in claims {
             let mut best: Option<(i64, usize)> = None;
