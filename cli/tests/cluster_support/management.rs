@@ -20,8 +20,6 @@ pub struct RaftGauges {
     pub last_log_index: i64,
     pub commit_index: i64,
     pub applied_index: i64,
-    /// The last raft index the latest snapshot covers.
-    pub snapshot_index: i64,
     /// The raft index the log is compacted up to: entries up to it are gone from the log.
     pub purged_index: i64,
 }
@@ -70,7 +68,6 @@ fn parse_raft_gauges(text: &str) -> BTreeMap<u32, RaftGauges> {
             "waggle_raft_last_log_index" => |g: &mut RaftGauges| &mut g.last_log_index,
             "waggle_raft_commit_index" => |g: &mut RaftGauges| &mut g.commit_index,
             "waggle_raft_applied_index" => |g: &mut RaftGauges| &mut g.applied_index,
-            "waggle_raft_snapshot_index" => |g: &mut RaftGauges| &mut g.snapshot_index,
             "waggle_raft_purged_index" => |g: &mut RaftGauges| &mut g.purged_index,
             _ => continue,
         };

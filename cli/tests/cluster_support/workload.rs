@@ -32,7 +32,7 @@ use waggle_protocol::gateway::{
     DeployResourceRequest, Resource,
 };
 
-pub const PROCESS_ID: &str = "two-tasks";
+const PROCESS_ID: &str = "two-tasks";
 const MODEL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d" targetNamespace="t">
   <bpmn:process id="two-tasks" isExecutable="true">
@@ -87,7 +87,7 @@ pub async fn deploy(client: &GatewayClient<Channel>, limit: Duration) {
 
 /// How the test knows that an instance's `b` job was completed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
+enum Finish {
     /// The completion was acknowledged.
     Acknowledged,
     /// A completion's answer was lost and asking again found the job gone.
