@@ -52,7 +52,7 @@ async fn acknowledged_work_survives_killing_a_leader() {
     let clock = cluster.clock;
     let workload = start_load(&cluster).await;
 
-    let victim = cluster.leaders().await.expect("the gateway reports the topology")[&1];
+    let victim = cluster.wait_for_leaders(None, FAILOVER_LIMIT).await[&1];
     let at_kill = cluster.raft_gauges(victim).await.expect("the leader of partition 1 serves metrics");
     let killed = Instant::now();
     cluster.kill(victim);
@@ -69,8 +69,8 @@ async fn acknowledged_work_survives_killing_a_leader() {
          partition → (broker {victim}'s last index, lowest purged index elsewhere): {compacted:?}",
         killed.elapsed()
     ));
-    cluster.restart(victim).await;
     let restarted = Instant::now();
+    cluster.restart(victim).await;
     let at_restart = leader_commit_indexes(&cluster).await;
     wait_until_applied(&cluster, victim, &at_restart).await;
     clock.note(format!(
@@ -104,7 +104,7 @@ async fn isolated_leader_acknowledges_nothing_and_nothing_is_lost() {
     let clock = cluster.clock;
     let workload = start_load(&cluster).await;
 
-    let leaders = cluster.leaders().await.expect("the gateway reports the topology");
+    let leaders = cluster.wait_for_leaders(None, FAILOVER_LIMIT).await;
     let victim = leaders[&1];
     let led: Vec<u32> = leaders.iter().filter(|(_, node)| **node == victim).map(|(p, _)| *p).collect();
     cluster.isolate(victim);

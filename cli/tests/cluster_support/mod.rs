@@ -272,7 +272,7 @@ impl Cluster {
     /// The broker leading each partition, as the gateway's Topology reports it. When two brokers
     /// claim the same partition, the one with the higher raft term wins, as it does in the gateway's
     /// routing.
-    pub async fn leaders(&self) -> Result<BTreeMap<u32, usize>, String> {
+    async fn leaders(&self) -> Result<BTreeMap<u32, usize>, String> {
         let claims = self.leader_claims().await?;
         let mut leaders = BTreeMap::new();
         for (partition, claimants) in claims {
