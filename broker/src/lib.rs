@@ -108,6 +108,7 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             partition_count: config.partitions,
             node_id: config.node_id as u64,
             members,
+            preferred_leader: config.replicas_of(partition_id).first() == Some(&config.node_id),
             data_dir: &config.data_dir,
             peers: peers.clone(),
             addresses: addresses.clone(),

@@ -78,6 +78,9 @@ pub struct PartitionSetup<'a> {
     pub node_id: u64,
     /// Node id → internal address of every replica of this partition.
     pub members: BTreeMap<u64, String>,
+    /// Whether this broker is the first of the partition's replicas, which leads it by preference
+    /// so that leadership starts out spread over the brokers.
+    pub preferred_leader: bool,
     pub data_dir: &'a Path,
     pub peers: Peers,
     /// Internal address of every broker, by node id.
@@ -129,6 +132,13 @@ impl Partition {
             if let Err(e) = raft.initialize(members).await {
                 // Another replica may have initialised the group first; that is the same outcome.
                 tracing::debug!(partition = id, error = %e, "raft group already initialised");
+            }
+        }
+        if setup.preferred_leader && raft.metrics().borrow().current_leader.is_none() {
+            // Stand for election at once instead of after a random timeout; without a leader
+            // lease in the way this wins unless another replica's log is ahead.
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!(partition = id, error = %e, "could not stand for election");
             }
         }
         let (queue, receiver) = mpsc::channel(setup.queue_capacity);

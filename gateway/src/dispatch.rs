@@ -167,6 +167,11 @@ fn classify_status(partition: u32, status: tonic::Status, broker: &str, remainin
     match status.code() {
         // Connection refused or reset, broker restarting: the command may go elsewhere.
         tonic::Code::Unavailable => Attempt::Retry(format!("cannot reach broker {broker}: {}", status.message())),
+        // The connection broke mid-call (the broker died): tonic reports the transport error as
+        // UNKNOWN with its cause attached, which a broker's own answers never carry.
+        tonic::Code::Unknown if std::error::Error::source(&status).is_some() => {
+            Attempt::Retry(format!("lost the connection to broker {broker}: {}", status.message()))
+        }
         // A tonic broker answers CANCELLED ("Timeout expired") when the deadline this gateway
         // sent along in `grpc-timeout` passes, usually just before the gateway's own timer fires.
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -176,5 +181,19 @@ fn classify_status(partition: u32, status: tonic::Status, broker: &str, remainin
             Attempt::Done(Err(BrokerError::Backpressure { partition_id: partition }.into()))
         }
         _ => Attempt::Done(Err(DispatchError::Rpc { broker: broker.to_owned(), status: Box::new(status) })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_mid_call_is_retried_but_a_broker_answering_unknown_is_not() {
+        let lost = tonic::Status::from_error(Box::new(std::fmt::Error));
+        assert_eq!(lost.code(), tonic::Code::Unknown);
+        assert!(matches!(classify_status(1, lost, "b0", Duration::from_secs(1)), Attempt::Retry(_)));
+        let answered = tonic::Status::unknown("the broker said so");
+        assert!(matches!(classify_status(1, answered, "b0", Duration::from_secs(1)), Attempt::Done(Err(_))));
     }
 }
