@@ -62,6 +62,13 @@ fn activate() -> ClientCommand {
     })
 }
 
+fn deploy() -> ClientCommand {
+    ClientCommand::Deploy {
+        resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
+        tenant_id: DEFAULT_TENANT.into(),
+    }
+}
+
 fn create() -> ClientCommand {
     ClientCommand::CreateProcessInstance(CreateProcessInstance {
         process_definition_key: 0,
@@ -78,10 +85,7 @@ async fn acknowledged_work_survives_a_restart_on_the_same_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let broker = start(dir.path(), shutdown.clone()).await;
-    let deploy = ClientCommand::Deploy {
-        resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
-        tenant_id: DEFAULT_TENANT.into(),
-    };
+    let deploy = deploy();
     assert!(matches!(execute_when_leading(broker.command_addr, &deploy).await, CommandResult::Deployed { .. }));
     for _ in 0..3 {
         assert!(matches!(
@@ -125,18 +129,10 @@ async fn management_port_reports_readiness_and_metrics() {
     let shutdown = CancellationToken::new();
     let broker = start(dir.path(), shutdown.clone()).await;
     execute_when_leading(broker.command_addr, &activate()).await;
-    let get = |path: &'static str| async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(broker.management_addr).await.unwrap();
-        stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        text
-    };
-    let ready = get("/actuator/health/readiness").await;
+    let ready = http_get(broker.management_addr, "/actuator/health/readiness").await;
     assert!(ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert!(ready.contains("\"partitionId\":1"), "{ready}");
-    let metrics = get("/metrics").await;
+    let metrics = http_get(broker.management_addr, "/metrics").await;
     assert!(metrics.contains("waggle_raft_role{partition=\"1\"} 2"), "{metrics}");
     assert!(metrics.contains("waggle_commands_total"), "{metrics}");
     shutdown.cancel();
@@ -173,10 +169,7 @@ async fn the_log_is_compacted_below_snapshots_and_a_restart_recovers_from_snapsh
     let config = BrokerConfig { snapshot_interval: INTERVAL, ..BrokerConfig::single_node(dir.path().into(), any, any) };
     let shutdown = CancellationToken::new();
     let broker = waggle_broker::start(config.clone(), shutdown.clone()).await.unwrap();
-    let deploy = ClientCommand::Deploy {
-        resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
-        tenant_id: DEFAULT_TENANT.into(),
-    };
+    let deploy = deploy();
     execute_when_leading(broker.command_addr, &deploy).await;
     for _ in 0..INSTANCES {
         assert!(matches!(

@@ -30,11 +30,14 @@ static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 const DEPLOY_LIMIT: Duration = Duration::from_secs(30);
 /// How long after the load starts every partition must have acknowledged a creation.
 const FIRST_CREATIONS_LIMIT: Duration = Duration::from_secs(15);
-const LOAD_BEFORE_FAULT: Duration = Duration::from_secs(3);
+/// Acknowledged creations the load adds before a fault and after recovery, so that faults hit work
+/// in flight and recovery is shown under load.
+const LOAD_STEP: usize = 300;
+/// How long the load may take for one step.
+const LOAD_STEP_LIMIT: Duration = Duration::from_secs(30);
 /// How long after a leader dies a new leader for every partition, and acknowledged creations on
 /// every partition, must appear. Elections time out after 0.4 to 0.8 s.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
-const LOAD_AFTER_FAULT: Duration = Duration::from_secs(3);
 /// How long after the creations stop every acknowledged instance must have finished.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// How long a killed broker may stay down while waiting for the log to move past it.
@@ -78,7 +81,7 @@ async fn acknowledged_work_survives_killing_a_leader() {
          index) {:?} after the restart",
         restarted.elapsed()
     ));
-    tokio::time::sleep(LOAD_AFTER_FAULT).await;
+    workload.wait_for_more_creations(LOAD_STEP, LOAD_STEP_LIMIT).await;
     drain_and_check(&cluster, workload).await;
 
     let drained = leader_commit_indexes(&cluster).await;
@@ -159,7 +162,7 @@ async fn isolated_leader_acknowledges_nothing_and_nothing_is_lost() {
     let healed = Instant::now();
     wait_for_single_leaders(&cluster).await;
     clock.note(format!("one leader per partition again, {:?} after healing", healed.elapsed()));
-    tokio::time::sleep(LOAD_AFTER_FAULT).await;
+    workload.wait_for_more_creations(LOAD_STEP, LOAD_STEP_LIMIT).await;
     drain_and_check(&cluster, workload).await;
 }
 
@@ -173,7 +176,7 @@ async fn start_load(cluster: &Cluster) -> Workload {
     let workload = Workload::start(&client);
     let all = workload.wait_for_creations_on_every_partition(started, PARTITIONS, FIRST_CREATIONS_LIMIT).await;
     cluster.clock.note(format!("creations acknowledged on every partition {all:?} after the load started"));
-    tokio::time::sleep(LOAD_BEFORE_FAULT).await;
+    workload.wait_for_more_creations(LOAD_STEP, LOAD_STEP_LIMIT).await;
     cluster.clock.note(format!("under load: {}", workload.summary()));
     workload
 }

@@ -207,6 +207,22 @@ impl Workload {
         }
     }
 
+    /// Waits until `count` more creations than now are acknowledged, so that what follows happens
+    /// with work in flight.
+    pub async fn wait_for_more_creations(&self, count: usize, limit: Duration) {
+        let target = self.created() + count;
+        let deadline = Instant::now() + limit;
+        while self.created() < target {
+            assert!(
+                Instant::now() < deadline,
+                "within {limit:?}, only {} of {count} further creations were acknowledged; errors so far: {:?}",
+                count - (target - self.created()),
+                self.ledger().errors
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until every acknowledged instance has finished; returns the ones that did not.
     pub async fn wait_until_all_finished(&self, limit: Duration) -> Vec<i64> {
         let deadline = Instant::now() + limit;

@@ -36,21 +36,7 @@ impl Partition {
     }
 
     fn process(&mut self, input: Input) -> Output {
-        let (output, processed) = {
-            let mut overlay = Overlay::new(&self.state);
-            let output = self.leader.process(&mut overlay, input, self.now);
-            (output, overlay.into_writes())
-        };
-        let mut leader_view = self.state.clone();
-        leader_view.commit(processed);
-        for record in &output.records {
-            self.follower.apply(&mut self.state, record);
-        }
-        assert_eq!(
-            leader_view.iter().collect::<Vec<_>>(),
-            self.state.iter().collect::<Vec<_>>(),
-            "applying the records must give the state that processing saw"
-        );
+        let output = process_and_apply(&mut self.leader, &mut self.follower, &mut self.state, input, self.now);
         self.log.extend(output.records.iter().cloned());
         output
     }
@@ -146,6 +132,27 @@ impl Partition {
         crate::state::tables::variables::get(&self.state, scope_key, name)
             .map(|v| serde_json::from_str(&v.value).unwrap())
     }
+}
+
+/// Processes `input` like a leader (on an overlay), applies the records like a follower, and checks
+/// that both give the same state: the determinism the log depends on.
+fn process_and_apply(leader: &mut Engine, follower: &mut Engine, state: &mut MemKv, input: Input, now: i64) -> Output {
+    let (output, processed) = {
+        let mut overlay = Overlay::new(&*state);
+        let output = leader.process(&mut overlay, input, now);
+        (output, overlay.into_writes())
+    };
+    let mut leader_view = state.clone();
+    leader_view.commit(processed);
+    for record in &output.records {
+        follower.apply(state, record);
+    }
+    assert_eq!(
+        leader_view.iter().collect::<Vec<_>>(),
+        state.iter().collect::<Vec<_>>(),
+        "applying the records must give the state that processing saw"
+    );
+    output
 }
 
 fn create_command(process_id: &str, variables: Json, await_result: Option<AwaitResult>) -> ClientCommand {
@@ -767,21 +774,8 @@ mod cluster {
 
         fn process(&mut self, partition_id: u32, input: Input) -> Output {
             let replica = self.partitions.get_mut(&partition_id).expect("partition exists");
-            let (mut output, processed) = {
-                let mut overlay = Overlay::new(&replica.state);
-                let output = replica.leader.process(&mut overlay, input, self.now);
-                (output, overlay.into_writes())
-            };
-            let mut leader_view = replica.state.clone();
-            leader_view.commit(processed);
-            for record in &output.records {
-                replica.follower.apply(&mut replica.state, record);
-            }
-            assert_eq!(
-                leader_view.iter().collect::<Vec<_>>(),
-                replica.state.iter().collect::<Vec<_>>(),
-                "applying the records must give the state that processing saw"
-            );
+            let mut output =
+                process_and_apply(&mut replica.leader, &mut replica.follower, &mut replica.state, input, self.now);
             replica.log.extend(output.records.iter().cloned());
             self.finished_distributions.append(&mut output.distributions_finished);
             for (target, message) in std::mem::take(&mut output.sends) {
