@@ -6,7 +6,16 @@
 //! leader it then knows, until the request's deadline. Only then does the client see UNAVAILABLE.
 //!
 //! Retrying after a transport failure means a command may, rarely, reach a broker twice (the first
-//! attempt was processed but its answer lost). Zeebe's gateway accepts the same trade-off.
+//! attempt was processed but its answer lost). Zeebe's gateway accepts the same trade-off. Two
+//! things keep that honest and safe:
+//!
+//! - A command whose broker died while holding it is retried on the next leader at most once. If
+//!   that one dies holding it too, the command itself is the likely cause (a "query of death" that
+//!   crashes whichever broker processes it), and retrying it would take the whole cluster down, one
+//!   leader after the other; the gateway stops and says so.
+//! - When the gateway gives up after an attempt that may have reached the engine (the connection
+//!   broke mid-call, or the leader did not answer in time), the client is told that the outcome is
+//!   unknown rather than that the partition was unavailable.
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,9 +37,21 @@ pub enum DispatchError {
     /// Retried until the deadline without reaching a leader.
     #[error("partition {partition} is unavailable: {cause}")]
     Unavailable { partition: u32, cause: String },
-    /// The leader did not answer in time.
-    #[error("partition {partition} did not answer within {} ms", .after.as_millis())]
+    /// The leader did not answer in time; it may have applied the command.
+    #[error(
+        "partition {partition} did not answer within {} ms; the command may or may not have been applied",
+        .after.as_millis()
+    )]
     Timeout { partition: u32, after: Duration },
+    /// The gateway gave up after an attempt whose broker may have applied the command.
+    #[error("the outcome is unknown: partition {partition} may or may not have applied the command ({cause})")]
+    OutcomeUnknown { partition: u32, cause: String },
+    /// Two brokers in a row failed while processing the command; it is not tried on a third.
+    #[error(
+        "the command was not retried further: brokers {first} and {second} both failed while processing it for \
+         partition {partition}, so the command itself may crash brokers"
+    )]
+    FailedTwice { partition: u32, first: String, second: String },
     /// The broker refused the command for a reason retrying cannot fix.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -53,7 +74,13 @@ pub struct Dispatcher {
 /// The outcome of one attempt that may be worth repeating elsewhere.
 enum Attempt {
     Done(Result<CommandResult, DispatchError>),
+    /// The command did not reach an engine (no leader, connection refused, not the leader).
     Retry(String),
+    /// The connection to `broker` broke while it held the command: it may have been applied.
+    Lost {
+        broker: String,
+        cause: String,
+    },
 }
 
 impl Dispatcher {
@@ -105,14 +132,27 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<CommandResult, DispatchError> {
         let mut backoff = FIRST_BACKOFF;
+        // The broker that last died holding the command, if the command may have been applied.
+        let mut lost_on: Option<String> = None;
         loop {
             let cause = match self.attempt(partition, command, deadline).await {
                 Attempt::Done(result) => return result,
                 Attempt::Retry(cause) => cause,
+                Attempt::Lost { broker, cause } => {
+                    if let Some(first) = lost_on.take().filter(|first| *first != broker) {
+                        tracing::warn!(partition, %first, second = %broker, command = command.name(), "not retrying a command that two brokers failed on");
+                        return Err(DispatchError::FailedTwice { partition, first, second: broker });
+                    }
+                    lost_on = Some(broker);
+                    cause
+                }
             };
             self.cluster.request_refresh();
             if Instant::now() + backoff >= deadline {
-                return Err(DispatchError::Unavailable { partition, cause });
+                return Err(match lost_on {
+                    Some(_) => DispatchError::OutcomeUnknown { partition, cause },
+                    None => DispatchError::Unavailable { partition, cause },
+                });
             }
             tracing::debug!(partition, %cause, ?backoff, "retrying on the current leader");
             tokio::time::sleep(backoff).await;
@@ -169,9 +209,10 @@ fn classify_status(partition: u32, status: tonic::Status, broker: &str, remainin
         tonic::Code::Unavailable => Attempt::Retry(format!("cannot reach broker {broker}: {}", status.message())),
         // The connection broke mid-call (the broker died): tonic reports the transport error as
         // UNKNOWN with its cause attached, which a broker's own answers never carry.
-        tonic::Code::Unknown if std::error::Error::source(&status).is_some() => {
-            Attempt::Retry(format!("lost the connection to broker {broker}: {}", status.message()))
-        }
+        tonic::Code::Unknown if std::error::Error::source(&status).is_some() => Attempt::Lost {
+            broker: broker.to_owned(),
+            cause: format!("lost the connection to broker {broker}: {}", status.message()),
+        },
         // A tonic broker answers CANCELLED ("Timeout expired") when the deadline this gateway
         // sent along in `grpc-timeout` passes, usually just before the gateway's own timer fires.
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -192,7 +233,7 @@ mod tests {
     fn a_connection_lost_mid_call_is_retried_but_a_broker_answering_unknown_is_not() {
         let lost = tonic::Status::from_error(Box::new(std::fmt::Error));
         assert_eq!(lost.code(), tonic::Code::Unknown);
-        assert!(matches!(classify_status(1, lost, "b0", Duration::from_secs(1)), Attempt::Retry(_)));
+        assert!(matches!(classify_status(1, lost, "b0", Duration::from_secs(1)), Attempt::Lost { .. }));
         let answered = tonic::Status::unknown("the broker said so");
         assert!(matches!(classify_status(1, answered, "b0", Duration::from_secs(1)), Attempt::Done(Err(_))));
     }

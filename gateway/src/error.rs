@@ -55,6 +55,10 @@ impl From<DispatchError> for Status {
                 Code::Unavailable
             }
             DispatchError::Timeout { .. } => Code::DeadlineExceeded,
+            // Neither retryable nor final: the client must check before it repeats the command.
+            DispatchError::OutcomeUnknown { .. } => Code::Unknown,
+            // The command is the likely cause of the failures, as with an engine's processing error.
+            DispatchError::FailedTwice { .. } => Code::Internal,
             DispatchError::Rpc { .. } => Code::Internal,
         };
         Status::new(code, error.to_string())
@@ -73,29 +77,39 @@ impl From<ServiceError> for Status {
     }
 }
 
-/// tonic answers a request above the decoding limit with OUT_OF_RANGE. gRPC's Java and Go
-/// implementations (and so Zeebe's gateway) answer RESOURCE_EXHAUSTED, which is what Zeebe clients
-/// expect, and the wording does not tell the user what to do; this rewrites both. It runs on every
-/// response, so it only looks at trailers-only error responses.
-pub fn oversized_request_status(mut response: http::Response<Body>) -> http::Response<Body> {
-    const TONIC_PREFIX: &str = "Error, decoded message length too large: ";
+/// Rewrites two statuses that tonic gives to bad requests before any handler runs, so that clients
+/// learn the request itself was wrong. It runs on every response, so it only looks at trailers-only
+/// error responses.
+///
+/// - A request above the decoding limit gets OUT_OF_RANGE from tonic. gRPC's Java and Go
+///   implementations (and so Zeebe's gateway) answer RESOURCE_EXHAUSTED, which is what Zeebe clients
+///   expect, and the wording does not tell the user what to do.
+/// - A request body that is not a valid message of the RPC's type (truncated, wrong wire types, a
+///   string that is not UTF-8) gets INTERNAL, which clients retry as if the gateway were broken;
+///   sending the same bytes again cannot succeed, so it is INVALID_ARGUMENT.
+pub fn client_error_status(mut response: http::Response<Body>) -> http::Response<Body> {
+    const TOO_LARGE: &str = "Error, decoded message length too large: ";
+    const UNDECODABLE: &str = "failed to decode Protobuf message: ";
     let Some(status) = Status::from_header_map(response.headers()) else {
         return response;
     };
-    if status.code() != Code::OutOfRange {
-        return response;
-    }
-    let Some(sizes) = status.message().strip_prefix(TONIC_PREFIX) else {
-        return response;
+    let rewritten = match (status.code(), status.message()) {
+        (Code::OutOfRange, message) if message.starts_with(TOO_LARGE) => Status::resource_exhausted(format!(
+            "the request is larger than this gateway accepts ({}); send smaller variables or \
+             resources, or raise the gateway's max_message_size",
+            &message[TOO_LARGE.len()..]
+        )),
+        (Code::Internal, message) if message.starts_with(UNDECODABLE) => Status::invalid_argument(format!(
+            "the request is not a valid message of this RPC's type ({}); check the client's \
+             protocol version",
+            &message[UNDECODABLE.len()..]
+        )),
+        _ => return response,
     };
-    let rewritten = Status::resource_exhausted(format!(
-        "the request is larger than this gateway accepts ({sizes}); send smaller variables or \
-         resources, or raise the gateway's max_message_size"
-    ));
     let headers = response.headers_mut();
     headers.remove("grpc-message");
     if rewritten.add_header(headers).is_err() {
-        tracing::warn!("could not rewrite the status of an oversized request");
+        tracing::warn!("could not rewrite the status of a bad request");
     }
     response
 }
@@ -148,7 +162,16 @@ mod tests {
         let status =
             Status::from(DispatchError::Timeout { partition: 2, after: std::time::Duration::from_millis(1500) });
         assert_eq!(status.code(), Code::DeadlineExceeded);
-        assert_eq!(status.message(), "partition 2 did not answer within 1500 ms");
+        assert_eq!(
+            status.message(),
+            "partition 2 did not answer within 1500 ms; the command may or may not have been applied"
+        );
+        let status = Status::from(DispatchError::OutcomeUnknown { partition: 2, cause: "lost b:1".into() });
+        assert_eq!(status.code(), Code::Unknown);
+        assert!(status.message().starts_with("the outcome is unknown"), "{}", status.message());
+        let status =
+            Status::from(DispatchError::FailedTwice { partition: 2, first: "a:1".into(), second: "b:1".into() });
+        assert_eq!(status.code(), Code::Internal);
     }
 
     #[test]
@@ -157,7 +180,7 @@ mod tests {
         Status::out_of_range("Error, decoded message length too large: found 10 bytes, the limit is: 5 bytes")
             .add_header(response.headers_mut())
             .unwrap();
-        let status = Status::from_header_map(oversized_request_status(response).headers()).unwrap();
+        let status = Status::from_header_map(client_error_status(response).headers()).unwrap();
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(
             status
@@ -169,12 +192,27 @@ mod tests {
     }
 
     #[test]
+    fn undecodable_request_becomes_invalid_argument() {
+        let mut response = http::Response::new(Body::empty());
+        Status::internal("failed to decode Protobuf message: invalid varint")
+            .add_header(response.headers_mut())
+            .unwrap();
+        let status = Status::from_header_map(client_error_status(response).headers()).unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("(invalid varint)"), "{}", status.message());
+    }
+
+    #[test]
     fn other_responses_are_left_alone() {
         let mut response = http::Response::new(Body::empty());
         Status::out_of_range("index 7 is out of range").add_header(response.headers_mut()).unwrap();
-        let status = Status::from_header_map(oversized_request_status(response).headers()).unwrap();
+        let status = Status::from_header_map(client_error_status(response).headers()).unwrap();
         assert_eq!(status.code(), Code::OutOfRange);
-        let plain = oversized_request_status(http::Response::new(Body::empty()));
+        let mut response = http::Response::new(Body::empty());
+        Status::internal("the disk is full").add_header(response.headers_mut()).unwrap();
+        let status = Status::from_header_map(client_error_status(response).headers()).unwrap();
+        assert_eq!(status.code(), Code::Internal);
+        let plain = client_error_status(http::Response::new(Body::empty()));
         assert!(Status::from_header_map(plain.headers()).is_none());
     }
 }

@@ -162,7 +162,7 @@ async fn run(
     let stopping = shutdown.clone();
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(tower::util::MapResponseLayer::new(error::oversized_request_status as fn(_) -> _))
+        .layer(tower::util::MapResponseLayer::new(error::client_error_status as fn(_) -> _))
         .add_service(health_service)
         .add_service(gateway)
         .serve_with_incoming_shutdown(incoming, async move {

@@ -56,6 +56,9 @@ struct Script {
     /// Activatable jobs by partition and type.
     jobs: HashMap<(u32, String), Vec<ActivatedJob>>,
     subscribers: Vec<mpsc::Sender<Result<JobAvailable, Status>>>,
+    /// Creating an instance of `query-of-death` kills this broker's connection mid-call, as a
+    /// broker process that crashes while processing it would; it then leads nothing.
+    crashes: usize,
 }
 
 #[derive(Clone)]
@@ -63,12 +66,17 @@ struct ScriptedBroker {
     node_id: u32,
     addr: String,
     script: Arc<Mutex<Script>>,
+    /// The tasks that carry this broker's connections: aborting them is the broker dying.
+    lifelines: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl ScriptedBroker {
     async fn start(node_id: u32, partitions_count: u32, leads: &[u32]) -> ScriptedBroker {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        // Gateways connect through a forwarder, so that the test can cut every connection at once.
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = front.local_addr().unwrap().to_string();
         let broker = ScriptedBroker {
             node_id,
             addr,
@@ -77,12 +85,31 @@ impl ScriptedBroker {
                 leads: leads.iter().map(|&p| (p, 1)).collect(),
                 ..Script::default()
             })),
+            lifelines: Arc::default(),
         };
         let service = BrokerServer::new(broker.clone());
         tokio::spawn(
-            tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpIncoming::from(listener)),
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpIncoming::from(server)),
         );
+        let lifelines = broker.lifelines.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut outer, _)) = front.accept().await {
+                let Ok(mut inner) = tokio::net::TcpStream::connect(server_addr).await else { continue };
+                let forward = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut outer, &mut inner).await;
+                });
+                lifelines.lock().unwrap().push(forward);
+            }
+        });
+        broker.lifelines.lock().unwrap().push(accept);
         broker
+    }
+
+    /// Drops every connection and refuses new ones, as a broker process that was killed.
+    fn die(&self) {
+        for lifeline in self.lifelines.lock().unwrap().drain(..) {
+            lifeline.abort();
+        }
     }
 
     fn script(&self) -> std::sync::MutexGuard<'_, Script> {
@@ -160,6 +187,18 @@ impl Broker for ScriptedBroker {
         let partition = envelope.partition_id;
         let command: ClientCommand = decode(&envelope.payload).map_err(|e| Status::internal(e.to_string()))?;
         if let ClientCommand::CreateProcessInstance(create) = &command {
+            if create.bpmn_process_id == "query-of-death" {
+                let crashed = {
+                    let mut script = self.script();
+                    let leading = script.leads.remove(&partition).is_some();
+                    script.crashes += usize::from(leading);
+                    leading
+                };
+                if crashed {
+                    self.die();
+                    std::future::pending::<()>().await;
+                }
+            }
             if create.await_result.is_some() && create.bpmn_process_id == "never-ends" {
                 // The instance waits forever; only the gateway's deadline ends the request.
                 std::future::pending::<()>().await;
@@ -679,4 +718,133 @@ fn configuration_without_brokers_is_refused_naming_the_key() {
     let config = GatewayConfig { brokers: vec!["http://broker:26501".into()], ..config };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("`brokers`") && err.contains("http://broker:26501"), "{err}");
+}
+
+/// A codec that sends request bytes as given and ignores any answer: for requests that are not
+/// valid protobuf, which no generated client can produce.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        let remaining = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, remaining);
+        Ok(Some(()))
+    }
+}
+
+#[tokio::test]
+async fn undecodable_requests_answer_invalid_argument_on_every_rpc() {
+    let one = ScriptedBroker::start(0, 1, &[1]).await;
+    let mut gateway = start_gateway(config(&[&one])).await;
+    let channel = Channel::from_shared(format!("http://{}", gateway.addr)).unwrap().connect().await.unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    let rpcs = [
+        "ActivateJobs",
+        "StreamActivatedJobs",
+        "CancelProcessInstance",
+        "CompleteJob",
+        "CreateProcessInstance",
+        "CreateProcessInstanceWithResult",
+        "EvaluateDecision",
+        "DeployProcess",
+        "DeployResource",
+        "FailJob",
+        "ThrowError",
+        "PublishMessage",
+        "ResolveIncident",
+        "SetVariables",
+        "Topology",
+        "UpdateJobRetries",
+        "ModifyProcessInstance",
+        "MigrateProcessInstance",
+        "UpdateJobTimeout",
+        "DeleteResource",
+        "BroadcastSignal",
+    ];
+    // Field 1 as a varint whose continuation bit promises a byte that never comes: no message type
+    // of any RPC can decode it, not even an empty one (unknown fields are still parsed to skip them).
+    let truncated_varint = vec![0x08, 0xff];
+    // Field 1 as length-delimited bytes that are not UTF-8 and not a valid nested message.
+    let not_utf8 = vec![0x0a, 0x02, 0xff, 0xfe];
+    for rpc in rpcs {
+        let path: tonic::codegen::http::uri::PathAndQuery = format!("/gateway_protocol.Gateway/{rpc}").parse().unwrap();
+        raw.ready().await.unwrap();
+        let status = if rpc == "StreamActivatedJobs" {
+            raw.server_streaming(Request::new(truncated_varint.clone()), path, RawCodec).await.map(|_| ())
+        } else {
+            raw.unary(Request::new(truncated_varint.clone()), path, RawCodec).await.map(|_| ())
+        }
+        .expect_err(rpc);
+        assert_eq!(status.code(), Code::InvalidArgument, "{rpc}: {status:?}");
+        assert!(status.message().contains("not a valid message"), "{rpc}: {status:?}");
+    }
+    raw.ready().await.unwrap();
+    let status = raw
+        .unary(Request::new(not_utf8), "/gateway_protocol.Gateway/PublishMessage".parse().unwrap(), RawCodec)
+        .await
+        .expect_err("a name that is not UTF-8");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(one.executed().is_empty());
+    gateway.client.complete_job(complete(key::encode(1, 1))).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_that_two_leaders_in_a_row_die_on_is_not_retried_on_a_third() {
+    let first = ScriptedBroker::start(0, 1, &[1]).await;
+    let second = ScriptedBroker::start(1, 1, &[1]).await;
+    let third = ScriptedBroker::start(2, 1, &[1]).await;
+    // All three claim partition 1; the gateway believes the highest term: first, then second, then third.
+    first.script().leads.insert(1, 3);
+    second.script().leads.insert(1, 2);
+    let mut gateway = start_gateway(config(&[&first, &second, &third])).await;
+    let request = pb::CreateProcessInstanceRequest { bpmn_process_id: "query-of-death".into(), ..Default::default() };
+    let status = gateway.client.create_process_instance(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("not retried"), "{status:?}");
+    assert_eq!((first.script().crashes, second.script().crashes), (1, 1));
+    assert_eq!(third.script().crashes, 0, "the third leader never saw the command");
+    // Other commands go on to the broker that still leads.
+    gateway.client.complete_job(complete(key::encode(1, 1))).await.unwrap();
+    assert_eq!(third.executed().len(), 1);
+}
+
+#[tokio::test]
+async fn a_command_whose_only_leader_died_holding_it_answers_that_its_outcome_is_unknown() {
+    let only = ScriptedBroker::start(0, 1, &[1]).await;
+    let mut gateway = start_gateway(config(&[&only])).await;
+    let request = pb::CreateProcessInstanceRequest { bpmn_process_id: "query-of-death".into(), ..Default::default() };
+    let mut request = Request::new(request);
+    request.set_timeout(Duration::from_secs(2));
+    let status = gateway.client.create_process_instance(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(status.message().contains("outcome is unknown"), "{status:?}");
 }

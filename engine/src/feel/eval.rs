@@ -7,7 +7,7 @@ use super::ast::{Args, ArithOp, Ast, CompareOp, Iteration, Range, UnaryTest};
 use super::builtins::{self, Builtin};
 use super::temporal::{Date, Time, MILLIS_PER_DAY};
 use super::value::{context_get, context_put, feel_cmp, feel_eq, Closure, Function, Value};
-use super::{Environment, FeelError, Scope};
+use super::{Environment, FeelError, Limit, Scope};
 
 /// A local binding layer, searched innermost first before the caller's scope.
 #[derive(Clone, Debug)]
@@ -29,11 +29,53 @@ pub(crate) struct Evaluator<'a> {
     scope: &'a dyn Scope,
     pub(crate) env: &'a Environment,
     frames: Vec<Frame>,
+    /// How deeply `eval` is nested right now.
+    depth: u32,
+    /// Iterations taken so far, against `env.limits.max_iterations`.
+    iterations: u64,
+    /// Estimated bytes of the values built so far, against `env.limits.max_allocation_bytes`.
+    allocated: u64,
 }
+
+/// The estimated size of one value slot: a list element or a context entry without its contents.
+const SLOT_BYTES: u64 = std::mem::size_of::<Value>() as u64;
 
 impl<'a> Evaluator<'a> {
     pub(crate) fn new(scope: &'a dyn Scope, env: &'a Environment) -> Evaluator<'a> {
-        Evaluator { scope, env, frames: Vec::new() }
+        Evaluator { scope, env, frames: Vec::new(), depth: 0, iterations: 0, allocated: 0 }
+    }
+
+    /// Counts `count` iterations against the limit, before they are taken.
+    pub(crate) fn iterate(&mut self, count: u64) -> Result<(), FeelError> {
+        self.iterations = self.iterations.saturating_add(count);
+        let max = self.env.limits.max_iterations;
+        if self.iterations > max {
+            return Err(FeelError::LimitExceeded { limit: Limit::Iterations, max });
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` about to be allocated for a value against the limit.
+    pub(crate) fn allocate(&mut self, bytes: u64) -> Result<(), FeelError> {
+        self.allocated = self.allocated.saturating_add(bytes);
+        let max = self.env.limits.max_allocation_bytes;
+        if self.allocated > max {
+            return Err(FeelError::LimitExceeded { limit: Limit::Allocation, max });
+        }
+        Ok(())
+    }
+
+    /// Counts the top level of a value a built-in function returned: its inputs were counted when
+    /// they were built, and no built-in makes more than a copy of its inputs.
+    pub(crate) fn allocate_result(&mut self, value: &Value) -> Result<(), FeelError> {
+        match value {
+            Value::String(s) => self.allocate(s.len() as u64),
+            Value::List(items) => self.allocate(items.len() as u64 * SLOT_BYTES),
+            Value::Context(entries) => {
+                self.allocate(entries.iter().map(|(k, _)| k.len() as u64 + SLOT_BYTES).sum::<u64>())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn local(&self, name: &str) -> Option<&Value> {
@@ -54,6 +96,17 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn eval(&mut self, ast: &Ast) -> Result<Value, FeelError> {
+        let max = self.env.limits.max_depth;
+        if self.depth >= max {
+            return Err(FeelError::LimitExceeded { limit: Limit::Depth, max: u64::from(max) });
+        }
+        self.depth += 1;
+        let result = self.eval_nested(ast);
+        self.depth -= 1;
+        result
+    }
+
+    fn eval_nested(&mut self, ast: &Ast) -> Result<Value, FeelError> {
         Ok(match ast {
             Ast::Literal(v) => v.clone(),
             Ast::Var { name, path } => self.lookup(name, path).unwrap_or(Value::Null),
@@ -65,8 +118,12 @@ impl<'a> Evaluator<'a> {
                 let base = self.eval(base)?;
                 self.filter(base, condition)?
             }
-            Ast::List(items) => Value::List(items.iter().map(|i| self.eval(i)).collect::<Result<_, _>>()?),
+            Ast::List(items) => {
+                self.allocate(items.len() as u64 * SLOT_BYTES)?;
+                Value::List(items.iter().map(|i| self.eval(i)).collect::<Result<_, _>>()?)
+            }
             Ast::Context(entries) => {
+                self.allocate(entries.iter().map(|(k, _)| k.len() as u64 + SLOT_BYTES).sum::<u64>())?;
                 self.frames.push(Frame::Context(Vec::with_capacity(entries.len())));
                 for (key, value) in entries {
                     let value = self.eval(value)?;
@@ -87,7 +144,11 @@ impl<'a> Evaluator<'a> {
             },
             Ast::Arith(op, left, right) => {
                 let left = self.eval(left)?;
-                arith(*op, left, self.eval(right)?)
+                let right = self.eval(right)?;
+                if let (ArithOp::Add, Value::String(x), Value::String(y)) = (op, &left, &right) {
+                    self.allocate((x.len() + y.len()) as u64)?;
+                }
+                arith(*op, left, right)
             }
             Ast::Compare(op, left, right) => {
                 let left = self.eval(left)?;
@@ -175,6 +236,7 @@ impl<'a> Evaluator<'a> {
                 return Ok(select_index(items, index));
             }
         }
+        self.iterate(items.len() as u64)?;
         let mut selected = Vec::new();
         for item in items {
             self.frames.push(Frame::Item(item));
@@ -216,7 +278,9 @@ impl<'a> Evaluator<'a> {
         results: &mut Vec<Value>,
     ) -> Result<bool, FeelError> {
         let Some(((name, iteration), rest)) = bindings.split_first() else {
-            results.push(self.eval(body)?);
+            let result = self.eval(body)?;
+            self.allocate(SLOT_BYTES)?;
+            results.push(result);
             return Ok(true);
         };
         let items = match iteration {
@@ -227,9 +291,9 @@ impl<'a> Evaluator<'a> {
             Iteration::Span(from, to) => match (self.eval(from)?, self.eval(to)?) {
                 (Value::Number(from), Value::Number(to)) if from.fract() == 0.0 && to.fract() == 0.0 => {
                     let (from, to) = (from as i64, to as i64);
-                    if from.abs_diff(to) > 10_000_000 {
-                        return Err(error(format!("range {from}..{to} is too large to iterate")));
-                    }
+                    let count = from.abs_diff(to).saturating_add(1);
+                    self.iterate(count)?;
+                    self.allocate(count.saturating_mul(SLOT_BYTES))?;
                     let numbers: Vec<i64> =
                         if from <= to { (from..=to).collect() } else { (to..=from).rev().collect() };
                     numbers.into_iter().map(|n| Value::Number(n as f64)).collect()
@@ -237,6 +301,9 @@ impl<'a> Evaluator<'a> {
                 _ => return Ok(false),
             },
         };
+        if let Iteration::Collection(_) = iteration {
+            self.iterate(items.len() as u64)?;
+        }
         for item in items {
             self.frames.push(Frame::Var(Arc::clone(name), item));
             let complete = self.for_each(rest, body, results)?;
@@ -311,7 +378,9 @@ impl<'a> Evaluator<'a> {
                 values.into_iter().map(|v| v.unwrap_or(Value::Null)).collect()
             }
         };
-        builtins::call(self, builtin, values)
+        let result = builtins::call(self, builtin, values)?;
+        self.allocate_result(&result)?;
+        Ok(result)
     }
 
     fn eval_all(&mut self, list: &[Ast]) -> Result<Vec<Value>, FeelError> {
@@ -333,6 +402,7 @@ impl<'a> Evaluator<'a> {
 
     /// Calls a user-defined function with its captured locals and the given arguments bound.
     pub(crate) fn invoke(&mut self, function: &Function, args: Vec<Value>) -> Result<Value, FeelError> {
+        self.iterate(1)?;
         let closure = &function.0;
         if args.len() != closure.lambda.params.len() {
             return Err(error(format!(

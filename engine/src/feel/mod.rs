@@ -20,6 +20,13 @@
 //! - **Camunda extensions** such as `is defined`, `get or else`, `string join`, `context put` and
 //!   `assert` are built in.
 //!
+//! Evaluation is bounded, because expressions come from whoever deploys a process and run on the
+//! partition's leader: a recursive function, a nested `for` or a string doubled in a loop must not
+//! take the broker down. [`Limits`] caps the nesting depth of evaluation (which bounds the stack),
+//! the number of iterations (which bounds time) and an estimate of the bytes of the values built
+//! (which bounds memory); exceeding one fails the evaluation with [`FeelError::LimitExceeded`],
+//! which the processor turns into an incident naming the expression and the limit.
+//!
 //! Numbers are `f64` rather than FEEL's decimal128; integral values are exact up to 2^53 and render as
 //! JSON integers. Date-times carry fixed UTC offsets only (no named zones) and millisecond precision.
 
@@ -114,6 +121,53 @@ impl Scope for HashMap<String, Value> {
 pub struct Environment {
     /// The evaluation time in milliseconds since the Unix epoch, returned by `now()` and `today()`.
     pub now_millis: i64,
+    /// How far one evaluation may go.
+    pub limits: Limits,
+}
+
+impl Environment {
+    /// An environment at `now_millis` with the default limits.
+    pub fn at(now_millis: i64) -> Environment {
+        Environment { now_millis, limits: Limits::default() }
+    }
+}
+
+/// Bounds on one evaluation of one expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How deeply evaluation may nest: every sub-expression and every call of a user-defined
+    /// function is one level. This is what keeps a recursive function from overflowing the stack:
+    /// an unoptimised build takes about 10 KiB of stack per level, so the default of 128 levels
+    /// fits a 2 MiB thread stack (tokio's default) with room to spare.
+    pub max_depth: u32,
+    /// How many iterations `for`, `some`/`every`, filters and function calls may take in total.
+    pub max_iterations: u64,
+    /// An estimate of the bytes of all the lists, strings and contexts the evaluation builds.
+    pub max_allocation_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_depth: 128, max_iterations: 1_000_000, max_allocation_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Which of the [`Limits`] an evaluation exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Depth,
+    Iterations,
+    Allocation,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::Depth => "nesting depth (max_depth, levels)",
+            Limit::Iterations => "iteration count (max_iterations)",
+            Limit::Allocation => "allocation size (max_allocation_bytes, bytes)",
+        })
+    }
 }
 
 /// Why an expression could not be parsed or evaluated.
@@ -125,4 +179,7 @@ pub enum FeelError {
     /// Evaluation failed, e.g. an unknown function or arguments of the wrong type.
     #[error("{message}")]
     Evaluation { message: String },
+    /// Evaluation went beyond one of the [`Limits`] and was stopped.
+    #[error("the evaluation exceeded its {limit} limit of {max}")]
+    LimitExceeded { limit: Limit, max: u64 },
 }

@@ -13,7 +13,7 @@ fn scope(vars: serde_json::Value) -> serde_json::Map<String, serde_json::Value> 
 }
 
 fn try_eval_with(source: &str, vars: serde_json::Value) -> Result<Value, FeelError> {
-    Expression::parse(source)?.evaluate(&scope(vars), &Environment { now_millis: NOW })
+    Expression::parse(source)?.evaluate(&scope(vars), &Environment::at(NOW))
 }
 
 fn eval_with(source: &str, vars: serde_json::Value) -> serde_json::Value {
@@ -545,7 +545,7 @@ fn now_and_today_come_from_the_environment() {
     assert_eq!(eval("now()"), json!("2024-03-15T10:30:00Z"));
     assert_eq!(eval("today()"), json!("2024-03-15"));
     let scope = serde_json::Map::new();
-    let later = Environment { now_millis: NOW + 86_400_000 };
+    let later = Environment::at(NOW + 86_400_000);
     let today = Expression::parse("today()").unwrap();
     assert_eq!(today.evaluate(&scope, &later).unwrap().to_json(), json!("2024-03-16"));
 }
@@ -675,7 +675,7 @@ fn source_is_kept() {
 #[test]
 fn parsed_expression_is_reusable_across_scopes() {
     let expression = Expression::parse("orderTotal > 100 and customer.vip").unwrap();
-    let env = Environment { now_millis: NOW };
+    let env = Environment::at(NOW);
     let big_vip = scope(json!({"orderTotal": 150, "customer": {"vip": true}}));
     let small = scope(json!({"orderTotal": 50, "customer": {"vip": true}}));
     assert_eq!(expression.evaluate(&big_vip, &env).unwrap(), Value::Bool(true));
@@ -772,4 +772,53 @@ fn functions_tolerating_null_return_null_for_a_missing_input() {
 #[test]
 fn range_end_may_contain_a_filter_in_parentheses() {
     assert_eq!(eval_with("5 in [1..(xs[2])]", json!({"xs": [1, 9]})), json!(true));
+}
+
+fn evaluate_with(source: &str, limits: super::Limits) -> Result<Value, FeelError> {
+    Expression::parse(source)?.evaluate(&scope(json!({})), &Environment { now_millis: NOW, limits })
+}
+
+#[test]
+fn evaluation_stops_at_each_limit_and_says_which() {
+    let roomy = super::Limits { max_depth: 64, max_iterations: 1_000, max_allocation_bytes: 10_000_000 };
+    let tight = super::Limits { max_iterations: 1_000_000, max_allocation_bytes: 10_000, ..roomy };
+    let cases = [
+        ("{f: function(g, n) if n = 0 then 0 else 1 + g(g, n - 1), r: f(f, 100)}.r", roomy, super::Limit::Depth, 64),
+        ("count(for x in 1..40, y in 1..40 return x)", roomy, super::Limit::Iterations, 1_000),
+        ("some x in [1, 2] satisfies count(for y in 1..999 return y) < 0", roomy, super::Limit::Iterations, 1_000),
+        ("count([1, 2, 3][item > 0]) + count(for x in 1..999 return x)", roomy, super::Limit::Iterations, 1_000),
+        (
+            "{f: function(g, s, n) if n = 0 then s else g(g, s + s, n - 1), r: f(f, \"ab\", 20)}.r",
+            tight,
+            super::Limit::Allocation,
+            10_000,
+        ),
+        ("string join(for x in 1..200 return \"0123456789\")", tight, super::Limit::Allocation, 10_000),
+    ];
+    for (source, limits, limit, max) in cases {
+        assert_eq!(evaluate_with(source, limits), Err(FeelError::LimitExceeded { limit, max }), "{source}");
+    }
+}
+
+#[test]
+fn expressions_within_the_limits_evaluate_as_before() {
+    let limits = super::Limits { max_depth: 64, max_iterations: 1_000, max_allocation_bytes: 100_000 };
+    let cases = [
+        ("{f: function(g, n) if n = 0 then 0 else 1 + g(g, n - 1), r: f(f, 10)}.r", Value::Number(10.0)),
+        ("count(for x in 1..30, y in 1..30 return x)", Value::Number(900.0)),
+        ("string length(string join(for x in 1..100 return \"0123456789\"))", Value::Number(1000.0)),
+    ];
+    for (source, expected) in cases {
+        assert_eq!(evaluate_with(source, limits), Ok(expected), "{source}");
+    }
+}
+
+#[test]
+fn the_default_limits_allow_a_million_iterations_but_not_a_billion() {
+    let limits = super::Limits::default();
+    assert_eq!(evaluate_with("count(for x in 1..1000, y in 1..999 return x)", limits), Ok(Value::Number(999_000.0)));
+    assert!(matches!(
+        evaluate_with("count(for x in 1..1000, y in 1..1000, z in 1..1000 return x)", limits),
+        Err(FeelError::LimitExceeded { limit: super::Limit::Iterations, .. })
+    ));
 }

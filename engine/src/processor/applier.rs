@@ -18,7 +18,9 @@ use crate::state::tables::elements::{ElementInstance, Lifecycle};
 use crate::state::tables::jobs::{Job, JobState};
 use crate::state::tables::subscriptions::{MessageSubscription, ProcessMessageSubscription, ProcessSubscriptionState};
 use crate::state::tables::variables::Variable;
-use crate::state::tables::{elements, incidents, jobs, messages, meta, processes, subscriptions, variables};
+use crate::state::tables::{
+    elements, follow_ups, incidents, jobs, messages, meta, processes, subscriptions, variables,
+};
 use crate::state::KvWrite;
 
 pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id: u32, record: &Record) {
@@ -29,9 +31,19 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
             meta::set_next_key_counter(kv, counter + 1);
         }
     }
+    if let (Intent::ProcessInstance(ProcessInstanceIntent::ActivateElement), RecordValue::ProcessInstance(pi)) =
+        (&record.intent, &record.value)
+    {
+        match record.record_type {
+            RecordType::Command => defer_activation(kv, record.key, pi),
+            RecordType::CommandRejection => take_deferred_activation(kv, record.key),
+            RecordType::Event => {}
+        }
+    }
     if record.record_type != RecordType::Event {
         return;
     }
+    end_chain_on_wait(kv, record);
     match (&record.intent, &record.value) {
         (Intent::Process(ProcessIntent::Created), RecordValue::Process(p)) => processes::insert(kv, p),
         (Intent::ProcessInstance(intent), RecordValue::ProcessInstance(pi)) => {
@@ -161,6 +173,7 @@ fn apply_element(
 ) {
     match intent {
         ProcessInstanceIntent::ElementActivating => {
+            take_deferred_activation(kv, key);
             elements::insert(
                 kv,
                 &ElementInstance {
@@ -210,6 +223,45 @@ fn apply_element(
         }
         _ => {}
     }
+}
+
+/// An activation deferred to a later run waits as a token in its flow scope, so that the scope does
+/// not complete before it.
+fn defer_activation(kv: &mut dyn KvWrite, key: i64, pi: &waggle_protocol::record::ProcessInstanceRecord) {
+    follow_ups::insert(kv, key, pi);
+    if let Some(mut scope) = elements::get(kv, pi.flow_scope_key) {
+        scope.waiting_tokens += 1;
+        elements::put(kv, &scope);
+    }
+}
+
+/// A deferred activation was taken up (its element instance is activating) or dropped.
+fn take_deferred_activation(kv: &mut dyn KvWrite, key: i64) {
+    let Some(pi) = follow_ups::get(kv, key) else { return };
+    follow_ups::remove(kv, key);
+    if let Some(mut scope) = elements::get(kv, pi.flow_scope_key) {
+        scope.waiting_tokens = scope.waiting_tokens.saturating_sub(1);
+        elements::put(kv, &scope);
+    }
+}
+
+/// An instance that waits for something (a job, a message, a person) or ends is not looping: its
+/// chain of deferred runs starts again.
+fn end_chain_on_wait(kv: &mut dyn KvWrite, record: &Record) {
+    let instance = match (&record.intent, &record.value) {
+        (Intent::Job(JobIntent::Created), RecordValue::Job(job)) => job.process_instance_key,
+        (Intent::Incident(IncidentIntent::Created), RecordValue::Incident(incident)) => incident.process_instance_key,
+        (
+            Intent::ProcessMessageSubscription(ProcessMessageSubscriptionIntent::Creating),
+            RecordValue::ProcessMessageSubscription(s),
+        ) => s.process_instance_key,
+        (
+            Intent::ProcessInstance(ProcessInstanceIntent::ElementCompleted | ProcessInstanceIntent::ElementTerminated),
+            RecordValue::ProcessInstance(pi),
+        ) if pi.flow_scope_key <= 0 => record.key,
+        _ => return,
+    };
+    follow_ups::end_chain(kv, instance);
 }
 
 /// A parallel gateway with several incoming flows waits for a token on each.

@@ -51,14 +51,37 @@ impl Ctx<'_> {
         template: &ProcessInstanceRecord,
     ) {
         let key = if element == ProcessModel::ROOT { template.process_instance_key } else { self.new_key() };
+        self.activate_element_as(model, element, flow_scope_key, template, key);
+    }
+
+    /// The record of a new instance of `element`, before it is activated.
+    pub(super) fn element_record(
+        model: &ProcessModel,
+        element: ElementIdx,
+        flow_scope_key: i64,
+        template: &ProcessInstanceRecord,
+    ) -> ProcessInstanceRecord {
         let e = model.element(element);
-        let record = ProcessInstanceRecord {
+        ProcessInstanceRecord {
             element_id: e.id.clone(),
             flow_scope_key,
             bpmn_element_type: e.element_type(),
             bpmn_event_type: e.event_type(),
             ..template.clone()
-        };
+        }
+    }
+
+    /// Writes ELEMENT_ACTIVATING for a new instance of `element` with a key chosen before (when its
+    /// activation was deferred) and continues its activation.
+    pub(super) fn activate_element_as(
+        &mut self,
+        model: &Arc<ProcessModel>,
+        element: ElementIdx,
+        flow_scope_key: i64,
+        template: &ProcessInstanceRecord,
+        key: i64,
+    ) {
+        let record = Self::element_record(model, element, flow_scope_key, template);
         self.event(
             key,
             Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating),
@@ -374,7 +397,9 @@ impl Ctx<'_> {
         for mapping in mappings {
             let value = {
                 let view = ScopeView::new(&*self.kv, context_scope, Some(&values));
-                mapping.source.evaluate(&view, &crate::feel::Environment { now_millis: self.now })
+                mapping
+                    .source
+                    .evaluate(&view, &crate::feel::Environment { now_millis: self.now, limits: self.limits.feel })
             };
             let value = value
                 .map_err(|e| feel_failure(ErrorType::IoMappingError, "the mapping", mapping.source.source(), e))?;

@@ -56,7 +56,7 @@ impl Ctx<'_> {
         let tenants: Vec<String> =
             if request.tenant_ids.is_empty() { vec![DEFAULT_TENANT.to_string()] } else { request.tenant_ids.clone() };
         let max = request.max_jobs_to_activate.max(0) as usize;
-        let deadline = self.now + request.timeout;
+        let deadline = self.now.saturating_add(request.timeout);
         let mut batch = JobBatchRecord {
             job_type: request.job_type.clone(),
             worker: request.worker.clone(),
@@ -175,7 +175,7 @@ impl Ctx<'_> {
             Err(rejection) => return self.reject(job_key, intent, RecordValue::Job(job.record), rejection),
         };
         let retries = retries.max(0);
-        let recurring_time = if retries > 0 && retry_backoff > 0 { self.now + retry_backoff } else { -1 };
+        let recurring_time = if retries > 0 && retry_backoff > 0 { self.now.saturating_add(retry_backoff) } else { -1 };
         let failed = JobRecord {
             retries,
             error_message: error_message.clone(),
@@ -287,7 +287,7 @@ impl Ctx<'_> {
                 (RejectionType::InvalidArgument, reason),
             );
         }
-        let deadline = self.now + timeout;
+        let deadline = self.now.saturating_add(timeout);
         self.event(
             job_key,
             Intent::Job(JobIntent::TimeoutUpdated),

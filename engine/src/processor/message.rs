@@ -26,7 +26,7 @@ impl Ctx<'_> {
             time_to_live: publish.time_to_live,
             message_id: publish.message_id,
             variables: publish.variables,
-            deadline: self.now + publish.time_to_live.max(0),
+            deadline: self.now.saturating_add(publish.time_to_live.max(0)),
             tenant_id: publish.tenant_id,
         };
         let intent = Intent::Message(MessageIntent::Publish);

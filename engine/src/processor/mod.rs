@@ -9,12 +9,14 @@
 //! changes state. Processing and applying share it, so a follower's state equals the leader's.
 //!
 //! Inside one command, follow-up work (activating the next element, completing a scope) is queued and
-//! run to the end before the command returns, so that one command's records form one atomic batch.
+//! run to the end before the command returns, so that one command's records form one atomic batch;
+//! a run that grows too long defers its remaining activations to later runs ([`follow_up`]).
 
 mod applier;
 mod deployment;
 mod distribution;
 mod element;
+mod follow_up;
 mod incident;
 mod instance;
 mod job;
@@ -30,6 +32,8 @@ pub use waggle_protocol::partition::{PartitionCommand, PartitionMessage};
 use waggle_protocol::record::{
     Intent, ProcessInstanceRecord, Record, RecordType, RecordValue, Rejection, RejectionType,
 };
+
+pub use follow_up::ProcessingLimits;
 
 use crate::model::{ElementIdx, ProcessModel};
 use crate::state::tables::{meta, processes};
@@ -61,6 +65,10 @@ pub struct Output {
     pub distributions_finished: Vec<i64>,
     /// Job types that have new activatable jobs.
     pub jobs_available: Vec<String>,
+    /// Element activations this run deferred to a later one because it ran out of steps.
+    pub deferred_activations: usize,
+    /// Incidents raised on instances that ran too long without a wait state (likely endless loops).
+    pub loop_incidents: usize,
 }
 
 /// The processor of one partition. It holds nothing but a cache of parsed process models and when
@@ -71,6 +79,7 @@ pub struct Engine {
     partition_count: u32,
     models: ModelCache,
     retry_at: Option<i64>,
+    limits: ProcessingLimits,
 }
 
 #[derive(Default)]
@@ -101,7 +110,18 @@ impl ModelCache {
 impl Engine {
     pub fn new(partition_id: u32, partition_count: u32) -> Self {
         assert!(partition_id >= 1 && partition_id <= partition_count, "partition ids start at 1");
-        Self { partition_id, partition_count, models: ModelCache::default(), retry_at: None }
+        Self {
+            partition_id,
+            partition_count,
+            models: ModelCache::default(),
+            retry_at: None,
+            limits: ProcessingLimits::default(),
+        }
+    }
+
+    /// The same engine with other limits on processing runs and FEEL evaluations.
+    pub fn with_limits(self, limits: ProcessingLimits) -> Self {
+        Self { limits, ..self }
     }
 
     pub fn partition_id(&self) -> u32 {
@@ -132,9 +152,10 @@ impl Engine {
     /// When time-driven work is next due, if any: job and message deadlines, and resending commands
     /// that other partitions have not acknowledged yet.
     pub fn next_due(&self, state: &dyn KvRead) -> Option<i64> {
-        use crate::state::tables::{distribution, jobs, messages};
+        use crate::state::tables::{distribution, follow_ups, jobs, messages};
         let resend = distribution::has_pending(state).then_some(self.retry_at.unwrap_or(i64::MIN));
-        [jobs::next_due(state), messages::next_deadline(state), resend].into_iter().flatten().min()
+        let deferred = follow_ups::any(state).then_some(i64::MIN);
+        [jobs::next_due(state), messages::next_deadline(state), resend, deferred].into_iter().flatten().min()
     }
 }
 
@@ -163,6 +184,9 @@ struct Ctx<'a> {
     partition_count: u32,
     models: &'a mut ModelCache,
     retry_at: &'a mut Option<i64>,
+    limits: ProcessingLimits,
+    /// Follow-up steps taken in this run, against `limits.max_steps_per_run`.
+    steps: u32,
     kv: &'a mut dyn KvWrite,
     now: i64,
     next_position: i64,
@@ -183,6 +207,8 @@ impl<'a> Ctx<'a> {
             partition_count: engine.partition_count,
             models: &mut engine.models,
             retry_at: &mut engine.retry_at,
+            limits: engine.limits,
+            steps: 0,
             kv,
             now,
             next_position,
@@ -308,12 +334,18 @@ impl<'a> Ctx<'a> {
         self.recur_jobs_after_backoff();
         self.expire_messages();
         self.resend_pending();
+        self.continue_follow_ups();
     }
 
     /// Runs queued follow-up work and local partition commands until none is left.
     fn run_queue(&mut self) {
         loop {
             if let Some(step) = self.queue.pop_front() {
+                if self.out_of_steps() && matches!(step, Step::Activate { .. }) {
+                    self.defer(step);
+                    continue;
+                }
+                self.steps = self.steps.saturating_add(1);
                 match step {
                     Step::Activate { model, element, flow_scope_key, template } => {
                         self.activate_element(&model, element, flow_scope_key, &template)

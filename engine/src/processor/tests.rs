@@ -960,3 +960,224 @@ mod cluster {
         assert!(correlations.values().all(|n| *n == 1), "each instance correlated exactly once: {correlations:?}");
     }
 }
+
+/// A loop without a wait state: `count` adds one to `n` and the gateway goes round again while
+/// `= n < until` holds.
+fn counting_loop(until: &str) -> String {
+    bpmn(
+        "counter",
+        &[
+            r#"<bpmn:startEvent id="start" /><bpmn:exclusiveGateway id="again" default="done" /><bpmn:endEvent id="end" />"#.to_string(),
+            r#"<bpmn:intermediateThrowEvent id="count"><bpmn:extensionElements><zeebe:ioMapping><zeebe:output source="= n + 1" target="n" /></zeebe:ioMapping></bpmn:extensionElements></bpmn:intermediateThrowEvent>"#.to_string(),
+            flow("f0", "start", "count"),
+            flow("f1", "count", "again"),
+            conditional_flow("loop", "again", "count", &format!("= n &lt; {until}")),
+            flow("done", "again", "end"),
+        ]
+        .concat(),
+    )
+}
+
+fn small_runs() -> super::ProcessingLimits {
+    super::ProcessingLimits { max_steps_per_run: 50, max_deferrals_without_wait: 10, ..Default::default() }
+}
+
+impl Partition {
+    fn with_limits(limits: super::ProcessingLimits) -> Self {
+        let mut p = Partition::new();
+        p.leader = Engine::new(1, 1).with_limits(limits);
+        p
+    }
+
+    /// Ticks until no deferred activation is left, at most `max` times; how many ticks it took.
+    fn tick_until_settled(&mut self, max: usize) -> usize {
+        for ticks in 0..max {
+            if self.leader.next_due(&self.state) != Some(i64::MIN) {
+                return ticks;
+            }
+            self.process(Input::Tick);
+        }
+        panic!("deferred activations were still pending after {max} ticks");
+    }
+}
+
+#[test]
+fn a_long_run_without_wait_states_yields_to_later_runs_and_still_completes() {
+    let mut p = Partition::with_limits(super::ProcessingLimits { max_deferrals_without_wait: 1_000, ..small_runs() });
+    p.deploy("counter.bpmn", &counting_loop("100"));
+    let instance = p.create("counter", json!({"n": 0}));
+    assert!(!p.completed(instance), "100 rounds take more than one run of 50 steps");
+    let deferred = p.log.iter().filter(|r| r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ActivateElement));
+    assert!(deferred.count() >= 1, "the run wrote its remaining activations to the log");
+
+    // Other commands interleave with the long run: the next one is processed before it ends.
+    p.deploy("one.bpmn", &one_task("one", "pay"));
+    let other = p.create("one", json!({}));
+    assert_eq!(p.activate("pay", 1).len(), 1);
+    assert!(!p.completed(instance));
+
+    let ticks = p.tick_until_settled(100);
+    assert!(ticks >= 2, "the loop needed several runs, took {ticks}");
+    assert!(p.completed(instance));
+    assert_eq!(p.variable(instance, "n"), None, "variables go with the completed instance");
+    assert!(p.is_active(other));
+    assert!(p.open_incidents().is_empty());
+}
+
+#[test]
+fn an_endless_loop_raises_an_incident_after_the_configured_deferrals_instead_of_wedging() {
+    let mut p = Partition::with_limits(small_runs());
+    p.deploy("counter.bpmn", &counting_loop("until"));
+    let instance = p.create("counter", json!({"n": 0, "until": 1e15}));
+    let mut loop_incidents = 0;
+    for _ in 0..50 {
+        if p.leader.next_due(&p.state) != Some(i64::MIN) {
+            break;
+        }
+        loop_incidents += p.process(Input::Tick).loop_incidents;
+    }
+    assert_eq!(loop_incidents, 1);
+    let incidents = p.open_incidents();
+    assert_eq!(incidents.len(), 1);
+    let (incident_key, incident) = &incidents[0];
+    assert!(incident.error_message.contains("max_deferrals_without_wait"), "{}", incident.error_message);
+    assert!(incident.error_message.contains("500 element steps"), "{}", incident.error_message);
+    assert_eq!(p.leader.next_due(&p.state), None, "nothing is left to run: the partition is idle");
+    assert!(p.is_active(instance));
+
+    // Fixing the loop's data and resolving the incident lets the instance finish.
+    p.command(ClientCommand::SetVariables {
+        element_instance_key: instance,
+        variables: json!({"until": 0}).to_string(),
+        local: false,
+    });
+    p.command(ClientCommand::ResolveIncident { incident_key: *incident_key });
+    p.tick_until_settled(10);
+    assert!(p.completed(instance));
+}
+
+#[test]
+fn cancelling_an_instance_drops_its_deferred_activations() {
+    let mut p = Partition::with_limits(small_runs());
+    p.deploy("counter.bpmn", &counting_loop("n + 1"));
+    let instance = p.create("counter", json!({"n": 0}));
+    assert!(matches!(
+        p.command(ClientCommand::CancelProcessInstance { process_instance_key: instance }),
+        CommandResult::Done { .. }
+    ));
+    assert!(!p.is_active(instance));
+    p.tick_until_settled(2);
+    assert!(p
+        .log
+        .iter()
+        .any(|r| r.rejection.is_some() && r.intent == Intent::ProcessInstance(ProcessInstanceIntent::ActivateElement)));
+    assert!(p.open_incidents().is_empty());
+}
+
+#[test]
+fn a_recursive_feel_function_raises_an_incident_naming_the_expression_and_the_depth_limit() {
+    // The query of death of issue 9: a function that recurses a million times. Run on a thread with
+    // the stack of a tokio worker (2 MiB) to prove the limit comes before the stack runs out.
+    let incident = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let mut p = Partition::new();
+            let mapping = r#"<zeebe:ioMapping><zeebe:input source="= {f: function(g, n) if n = 0 then 0 else 1 + g(g, n - 1), r: f(f, 1000000)}.r" target="depth" /></zeebe:ioMapping>"#;
+            let model = bpmn(
+                "deep",
+                &[
+                    r#"<bpmn:startEvent id="start" /><bpmn:endEvent id="end" />"#.to_string(),
+                    task("work", "work", mapping),
+                    flow("f1", "start", "work"),
+                    flow("f2", "work", "end"),
+                ]
+                .concat(),
+            );
+            p.deploy("deep.bpmn", &model);
+            p.create("deep", json!({}));
+            p.open_incidents().remove(0).1
+        })
+        .unwrap()
+        .join()
+        .expect("the evaluation stops before the stack overflows");
+    assert_eq!(incident.error_type, ErrorType::IoMappingError);
+    assert!(incident.error_message.contains("f(f, 1000000)"), "{}", incident.error_message);
+    assert!(incident.error_message.contains("nesting depth (max_depth"), "{}", incident.error_message);
+}
+
+#[test]
+fn a_feel_expression_that_iterates_or_allocates_too_much_raises_an_incident_naming_the_limit() {
+    let cases = [
+        ("= count(for x in 1..1000, y in 1..1000, z in 1..1000 return x)", "iteration count (max_iterations)"),
+        (
+            "= {f: function(g, s, n) if n = 0 then string length(s) else g(g, s + s, n - 1), r: f(f, \"ab\", 40)}.r",
+            "allocation size (max_allocation_bytes",
+        ),
+    ];
+    for (source, limit) in cases {
+        let mut p = Partition::new();
+        let mapping = format!(
+            r#"<zeebe:ioMapping><zeebe:input source="{}" target="x" /></zeebe:ioMapping>"#,
+            source.replace('"', "&quot;")
+        );
+        let model = bpmn(
+            "big",
+            &[
+                r#"<bpmn:startEvent id="start" /><bpmn:endEvent id="end" />"#.to_string(),
+                task("work", "work", &mapping),
+                flow("f1", "start", "work"),
+                flow("f2", "work", "end"),
+            ]
+            .concat(),
+        );
+        p.deploy("big.bpmn", &model);
+        p.create("big", json!({}));
+        let (_, incident) = p.open_incidents().remove(0);
+        assert!(incident.error_message.contains(&source[2..]), "{}", incident.error_message);
+        assert!(incident.error_message.contains(limit), "{source}: {}", incident.error_message);
+    }
+}
+
+#[test]
+fn the_largest_timeouts_back_offs_and_time_to_live_saturate_instead_of_overflowing() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "pay"));
+    p.create("one", json!({}));
+    p.create("one", json!({}));
+    let command = ClientCommand::ActivateJobs(ActivateJobs {
+        job_type: "pay".into(),
+        worker: "test".into(),
+        timeout: i64::MAX,
+        max_jobs_to_activate: 2,
+        fetch_variables: vec![],
+        tenant_ids: vec![],
+    });
+    let CommandResult::JobsActivated { jobs } = p.command(command) else { panic!("expected jobs") };
+    assert_eq!(jobs.len(), 2);
+    assert!(
+        jobs.iter().all(|job| job.deadline == i64::MAX),
+        "{:?}",
+        jobs.iter().map(|j| j.deadline).collect::<Vec<_>>()
+    );
+    p.process(Input::Tick);
+    assert!(p.activate("pay", 2).is_empty(), "a job locked until the end of time does not time out");
+
+    let result = p.command(ClientCommand::UpdateJobTimeout { job_key: jobs[0].key, timeout: i64::MAX });
+    assert!(matches!(result, CommandResult::Done { .. }), "{result:?}");
+    assert_eq!(jobs::get(&p.state, jobs[0].key).unwrap().record.deadline, i64::MAX);
+
+    let result = p.command(ClientCommand::FailJob {
+        job_key: jobs[1].key,
+        retries: 2,
+        error_message: "later".into(),
+        retry_backoff: i64::MAX,
+        variables: String::new(),
+    });
+    assert!(matches!(result, CommandResult::Done { .. }), "{result:?}");
+    assert_eq!(jobs::get(&p.state, jobs[1].key).unwrap().record.recurring_time, i64::MAX);
+
+    let result = p.publish("ping", "k", i64::MAX, "", json!({}));
+    assert!(matches!(result, CommandResult::Done { .. }), "{result:?}");
+    p.process(Input::Tick);
+    assert_eq!(p.leader.next_due(&p.state), Some(i64::MAX));
+}

@@ -82,7 +82,7 @@ impl Ctx<'_> {
         overrides: Option<&Map<String, Json>>,
     ) -> Result<Value, FeelError> {
         let view = ScopeView::new(&*self.kv, scope_key, overrides);
-        expression.evaluate(&view, &Environment { now_millis: self.now })
+        expression.evaluate(&view, &Environment { now_millis: self.now, limits: self.limits.feel })
     }
 
     /// Writes one variable into exactly this scope, as CREATED or UPDATED (nothing if unchanged).

@@ -13,14 +13,45 @@ pub enum Write {
 
 /// Reads see the buffered writes first, then the base; nothing reaches the base until the owner takes
 /// the writes with [`Overlay::into_writes`] and commits them.
+///
+/// A checkpoint lets the owner undo the writes of one command of a batch whose processing failed
+/// half-way, keeping those of the commands before it.
 pub struct Overlay<'a> {
     base: &'a dyn KvRead,
     writes: BTreeMap<Vec<u8>, Write>,
+    /// While a checkpoint is open: what each key written since held in `writes` before.
+    undo: Option<Vec<(Vec<u8>, Option<Write>)>>,
 }
 
 impl<'a> Overlay<'a> {
     pub fn new(base: &'a dyn KvRead) -> Self {
-        Self { base, writes: BTreeMap::new() }
+        Self { base, writes: BTreeMap::new(), undo: None }
+    }
+
+    /// Starts remembering writes so that [`Overlay::rollback`] can undo them.
+    pub fn checkpoint(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Keeps the writes since the checkpoint and closes it.
+    pub fn release(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes every write since the checkpoint and closes it.
+    pub fn rollback(&mut self) {
+        for (key, previous) in self.undo.take().unwrap_or_default().into_iter().rev() {
+            match previous {
+                Some(write) => self.writes.insert(key, write),
+                None => self.writes.remove(&key),
+            };
+        }
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        if let Some(undo) = &mut self.undo {
+            undo.push((key.to_vec(), self.writes.get(key).cloned()));
+        }
     }
 
     pub fn into_writes(self) -> BTreeMap<Vec<u8>, Write> {
@@ -83,10 +114,41 @@ impl KvRead for Overlay<'_> {
 
 impl KvWrite for Overlay<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.remember(key);
         self.writes.insert(key.to_vec(), Write::Put(value.to_vec()));
     }
 
     fn delete(&mut self, key: &[u8]) {
+        self.remember(key);
         self.writes.insert(key.to_vec(), Write::Delete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemKv;
+
+    #[test]
+    fn rollback_undoes_the_writes_since_the_checkpoint_and_keeps_the_earlier_ones() {
+        let mut base = MemKv::new();
+        base.put(b"a", b"base");
+        base.put(b"b", b"base");
+        let mut overlay = Overlay::new(&base);
+        overlay.put(b"a", b"first");
+        overlay.checkpoint();
+        overlay.put(b"a", b"second");
+        overlay.delete(b"b");
+        overlay.put(b"c", b"new");
+        overlay.put(b"c", b"newer");
+        overlay.rollback();
+        assert_eq!(overlay.get(b"a"), Some(b"first".to_vec()));
+        assert_eq!(overlay.get(b"b"), Some(b"base".to_vec()));
+        assert_eq!(overlay.get(b"c"), None);
+        overlay.checkpoint();
+        overlay.put(b"c", b"kept");
+        overlay.release();
+        overlay.rollback();
+        assert_eq!(overlay.get(b"c"), Some(b"kept".to_vec()));
     }
 }

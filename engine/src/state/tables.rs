@@ -42,6 +42,8 @@ mod prefix {
     pub const OUTBOX: u8 = 0x19;
     pub const OUTBOX_SEQUENCE: u8 = 0x1A;
     pub const INBOX: u8 = 0x1B;
+    pub const FOLLOW_UP: u8 = 0x1C;
+    pub const FOLLOW_UP_CHAIN: u8 = 0x1D;
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -795,5 +797,57 @@ pub mod distribution {
 
     pub fn set_last_received(kv: &mut dyn KvWrite, source: u32, sequence: u64) {
         kv.put(&Key::new(prefix::INBOX).i64(source as i64).done(), &encode(&sequence));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Follow-ups: element activations deferred to a later processing run, and how many times in a row an
+// instance was deferred without reaching a wait state.
+
+pub mod follow_ups {
+    use super::*;
+
+    /// Deferred activations by their element instance key, in the order they were deferred.
+    fn key(element_instance_key: i64) -> Vec<u8> {
+        Key::new(prefix::FOLLOW_UP).i64(element_instance_key).done()
+    }
+
+    fn chain_key(process_instance_key: i64) -> Vec<u8> {
+        Key::new(prefix::FOLLOW_UP_CHAIN).i64(process_instance_key).done()
+    }
+
+    pub fn insert(kv: &mut dyn KvWrite, element_instance_key: i64, record: &ProcessInstanceRecord) {
+        kv.put(&key(element_instance_key), &encode(record));
+        let chain = chain(kv, record.process_instance_key);
+        kv.put(&chain_key(record.process_instance_key), &encode(&(chain + 1)));
+    }
+
+    pub fn get(kv: &dyn KvRead, element_instance_key: i64) -> Option<ProcessInstanceRecord> {
+        super::get(kv, &key(element_instance_key))
+    }
+
+    pub fn remove(kv: &mut dyn KvWrite, element_instance_key: i64) {
+        kv.delete(&key(element_instance_key));
+    }
+
+    /// The oldest deferred activations, up to `limit`.
+    pub fn oldest(kv: &dyn KvRead, limit: usize) -> Vec<i64> {
+        trailing_keys(kv, &[prefix::FOLLOW_UP], limit)
+    }
+
+    pub fn any(kv: &dyn KvRead) -> bool {
+        !oldest(kv, 1).is_empty()
+    }
+
+    /// How many activations of the instance were deferred since it last waited.
+    pub fn chain(kv: &dyn KvRead, process_instance_key: i64) -> u32 {
+        super::get(kv, &chain_key(process_instance_key)).unwrap_or(0)
+    }
+
+    /// The instance reached a wait state (or ended): its chain starts again.
+    pub fn end_chain(kv: &mut dyn KvWrite, process_instance_key: i64) {
+        if kv.get(&chain_key(process_instance_key)).is_some() {
+            kv.delete(&chain_key(process_instance_key));
+        }
     }
 }
