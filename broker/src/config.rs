@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use waggle_engine::processor::ProcessingLimits;
+
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     pub node_id: u32,
@@ -23,6 +25,14 @@ pub struct BrokerConfig {
     pub queue_capacity: usize,
     /// Raft log entries between two state snapshots; the log is compacted below each snapshot.
     pub snapshot_interval: u64,
+    /// How much one processing run may do: steps before it yields, deferrals in a row before an
+    /// instance without a wait state gets an incident, and the FEEL evaluation limits.
+    pub processing: ProcessingLimits,
+    /// How long a partition may go without progress before liveness reports it stuck, so that
+    /// Kubernetes restarts the broker.
+    pub stall_timeout: std::time::Duration,
+    /// Free bytes on the data directory's disk below which the broker takes no new commands.
+    pub min_free_disk_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -51,6 +61,9 @@ impl BrokerConfig {
             management_addr,
             queue_capacity: 4096,
             snapshot_interval: 10_000,
+            processing: ProcessingLimits::default(),
+            stall_timeout: std::time::Duration::from_secs(30),
+            min_free_disk_bytes: 256 * 1024 * 1024,
         }
     }
 
@@ -91,6 +104,21 @@ impl BrokerConfig {
         }
         if self.queue_capacity == 0 {
             return Err(invalid("queue-capacity", "must be at least 1"));
+        }
+        if self.stall_timeout < std::time::Duration::from_secs(5) {
+            return Err(invalid(
+                "stall-timeout",
+                format!(
+                    "is {} s but must be at least 5 s: a partition's driver may take seconds when busy",
+                    self.stall_timeout.as_secs()
+                ),
+            ));
+        }
+        if self.processing.max_steps_per_run == 0 {
+            return Err(invalid("max-steps-per-run", "must be at least 1"));
+        }
+        if self.processing.max_deferrals_without_wait == 0 {
+            return Err(invalid("max-deferrals-without-wait", "must be at least 1"));
         }
         if self.snapshot_interval < 10 {
             return Err(invalid(

@@ -5,6 +5,7 @@
 //! HTTP API (health, metrics). Everything stops when the shutdown token is cancelled.
 
 pub mod config;
+mod disk;
 mod management;
 mod metrics;
 mod partition;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use waggle_protocol::broker_rpc::broker_server::BrokerServer;
 
 pub use config::{BrokerConfig, ConfigError};
+pub use waggle_engine::processor::ProcessingLimits;
 
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionError, PartitionSetup};
@@ -99,6 +101,8 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let addresses: Arc<Vec<String>> = Arc::new((0..config.cluster_size).map(|n| config.peer_addr(n)).collect());
     let relay =
         Arc::new(relay::Relay::start(&config, addresses.clone(), local.clone(), peers.clone(), shutdown.clone()));
+    let disk =
+        disk::DiskWatch::start(config.data_dir.clone(), config.min_free_disk_bytes, metrics.clone(), shutdown.clone());
     let mut partitions = HashMap::new();
     for partition_id in config.local_partitions() {
         let members: BTreeMap<u64, String> =
@@ -114,6 +118,9 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             addresses: addresses.clone(),
             queue_capacity: config.queue_capacity,
             snapshot_interval: config.snapshot_interval,
+            processing: config.processing,
+            stall_timeout: config.stall_timeout,
+            disk: disk.clone(),
             metrics: metrics.clone(),
             jobs: jobs.clone(),
             relay: relay.clone(),

@@ -31,8 +31,22 @@ pub fn router(service: Shared) -> Router {
         .with_state(service)
 }
 
-async fn live() -> impl IntoResponse {
-    Json(json!({ "status": "UP" }))
+/// Alive unless a partition is dead for good (raft stopped on a fatal error) or stuck (no progress
+/// for the stall timeout): neither heals in this process, so Kubernetes should restart it. A
+/// partition without a leader is not a reason: that heals when the other replicas come back.
+async fn live(State(service): State<Shared>) -> impl IntoResponse {
+    let dead: Vec<_> = service
+        .info()
+        .partitions
+        .into_iter()
+        .filter(|p| p.health == waggle_protocol::topology::PartitionHealth::Dead)
+        .map(|p| json!({ "partitionId": p.partition_id, "status": "DOWN", "reason": p.problem }))
+        .collect();
+    if dead.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "UP" })))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "DOWN", "partitions": dead })))
+    }
 }
 
 /// Ready once every local partition takes part in its raft group and knows its leader; otherwise the

@@ -26,6 +26,14 @@ pub struct Metrics {
     pub raft_purged_index: IntGaugeVec,
     /// Partition messages (commands and acknowledgements) sent to other partitions, by target.
     pub partition_messages: IntCounterVec,
+    /// Commands whose processing panicked: rejected, their writes undone.
+    pub processing_failures: IntCounterVec,
+    /// Element activations a processing run deferred to a later run because it ran out of steps.
+    pub deferred_activations: IntCounterVec,
+    /// Incidents raised on instances that ran too long without a wait state (likely endless loops).
+    pub loop_incidents: IntCounterVec,
+    /// Bytes free on the disk of the data directory.
+    pub disk_free_bytes: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -76,6 +84,32 @@ impl Metrics {
                 &["partition", "target"],
             )
             .expect("valid metric"),
+            processing_failures: IntCounterVec::new(
+                Opts::new("waggle_processing_failures_total", "Commands rejected because processing them failed"),
+                &["partition", "command"],
+            )
+            .expect("valid metric"),
+            deferred_activations: IntCounterVec::new(
+                Opts::new(
+                    "waggle_deferred_activations_total",
+                    "Element activations deferred to a later processing run because a run used up its steps",
+                ),
+                partition,
+            )
+            .expect("valid metric"),
+            loop_incidents: IntCounterVec::new(
+                Opts::new(
+                    "waggle_endless_loop_incidents_total",
+                    "Incidents raised on instances that took too many steps without a wait state",
+                ),
+                partition,
+            )
+            .expect("valid metric"),
+            disk_free_bytes: prometheus::IntGauge::new(
+                "waggle_disk_free_bytes",
+                "Bytes free on the disk that holds the data directory",
+            )
+            .expect("valid metric"),
             registry,
         };
         for collector in [
@@ -92,6 +126,10 @@ impl Metrics {
             Box::new(metrics.raft_snapshot_index.clone()),
             Box::new(metrics.raft_purged_index.clone()),
             Box::new(metrics.partition_messages.clone()),
+            Box::new(metrics.processing_failures.clone()),
+            Box::new(metrics.deferred_activations.clone()),
+            Box::new(metrics.loop_incidents.clone()),
+            Box::new(metrics.disk_free_bytes.clone()),
         ] {
             metrics.registry.register(collector).expect("metric names are unique");
         }

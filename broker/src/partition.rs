@@ -15,12 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::BasicNode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use waggle_engine::processor::{Engine, Input, Output, PartitionMessage};
+use waggle_engine::processor::{Engine, Input, Output, PartitionMessage, ProcessingLimits};
 use waggle_engine::state::Overlay;
 use waggle_protocol::command::{BrokerError, BrokerReply, ClientCommand, CommandResult};
 use waggle_protocol::record::RecordBatch;
+use waggle_protocol::record::RejectionType;
 use waggle_protocol::topology::{PartitionHealth, PartitionInfo, PartitionRole};
 
+use crate::disk::DiskWatch;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers};
@@ -37,6 +39,17 @@ const IDLE_TICK: Duration = Duration::from_millis(1000);
 const FOLLOWER_POLL: Duration = Duration::from_millis(100);
 /// How long a leader may go without hearing from a quorum before it reports itself unhealthy.
 const QUORUM_LOST_AFTER_MS: u64 = 3_000;
+/// How long a leader may go without hearing from a quorum before it stops acting as leader: about
+/// the election timeout, after which the others have elected a new leader if they can reach each
+/// other. openraft 0.9 has no check-quorum of its own; without this a leader cut off from its peers
+/// would keep accepting commands it can never commit, and keep telling gateways that it leads.
+const STEP_DOWN_AFTER_MS: u64 = 1_000;
+
+/// Whether this replica leads by raft's word but has not heard from a quorum for too long.
+fn leads_without_quorum(metrics: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
+    metrics.state == openraft::ServerState::Leader
+        && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > STEP_DOWN_AFTER_MS)
+}
 /// How long a deploy answer waits for the other partitions to have the deployment.
 const DEPLOYMENT_WAIT: Duration = Duration::from_secs(5);
 
@@ -70,6 +83,13 @@ pub struct Partition {
     queue: mpsc::Sender<Submission>,
     driver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     db_closed: tokio::sync::watch::Receiver<bool>,
+    /// When the driver last went round its loop (ms since the epoch). The loop turns at least once
+    /// per [`IDLE_TICK`] (or [`FOLLOWER_POLL`]), so a stale beat means the driver is stuck: in the
+    /// engine, or waiting for raft to commit.
+    driver_beat: Arc<AtomicU64>,
+    /// How stale the beat may get before the partition counts as stuck.
+    stall_timeout: Duration,
+    disk: Arc<DiskWatch>,
 }
 
 pub struct PartitionSetup<'a> {
@@ -87,6 +107,9 @@ pub struct PartitionSetup<'a> {
     pub addresses: Arc<Vec<String>>,
     pub queue_capacity: usize,
     pub snapshot_interval: u64,
+    pub processing: ProcessingLimits,
+    pub stall_timeout: Duration,
+    pub disk: Arc<DiskWatch>,
     pub metrics: Arc<Metrics>,
     pub jobs: broadcast::Sender<JobAvailable>,
     pub relay: Arc<Relay>,
@@ -143,12 +166,15 @@ impl Partition {
         }
         let (queue, receiver) = mpsc::channel(setup.queue_capacity);
         let db_closed = db.closed();
+        let driver_beat = Arc::new(AtomicU64::new(now_millis() as u64));
         let driver = Driver {
+            beat: driver_beat.clone(),
             id,
             node_id: setup.node_id,
             raft: raft.clone(),
             db,
-            engine: Engine::new(id, setup.partition_count),
+            engine: Engine::new(id, setup.partition_count).with_limits(setup.processing),
+            limits: setup.processing,
             partition_count: setup.partition_count,
             receiver,
             waiters: HashMap::new(),
@@ -167,6 +193,9 @@ impl Partition {
             queue,
             driver: std::sync::Mutex::new(Some(driver)),
             db_closed,
+            driver_beat,
+            stall_timeout: setup.stall_timeout,
+            disk: setup.disk,
         }))
     }
 
@@ -201,8 +230,14 @@ impl Partition {
     }
 
     fn submit(&self, input: Input, reply: Option<oneshot::Sender<BrokerReply>>) -> Result<(), BrokerError> {
+        if leads_without_quorum(&self.raft.metrics().borrow()) {
+            return Err(BrokerError::NotLeader { partition_id: self.id, leader: None });
+        }
         if self.leader() != Some(self.node_id as u32) {
             return Err(BrokerError::NotLeader { partition_id: self.id, leader: self.leader().map(u64::from) });
+        }
+        if let (Input::Client(_), Err((free_bytes, watermark_bytes))) = (&input, self.disk.check()) {
+            return Err(BrokerError::DiskSpaceLow { free_bytes, watermark_bytes });
         }
         let submission = Submission { input, reply, received: Instant::now() };
         self.queue.try_send(submission).map_err(|e| match e {
@@ -221,15 +256,25 @@ impl Partition {
 
     pub fn info(&self) -> PartitionInfo {
         let metrics = self.raft.metrics().borrow().clone();
+        let cut_off = leads_without_quorum(&metrics);
         let role = match metrics.state {
+            openraft::ServerState::Leader if cut_off => PartitionRole::Follower,
             openraft::ServerState::Leader => PartitionRole::Leader,
             openraft::ServerState::Follower | openraft::ServerState::Candidate | openraft::ServerState::Learner => {
                 PartitionRole::Follower
             }
             openraft::ServerState::Shutdown => PartitionRole::Inactive,
         };
+        let stalled_ms = (now_millis() as u64).saturating_sub(self.driver_beat.load(Ordering::Relaxed));
         let (health, problem) = match (&metrics.running_state, metrics.state, metrics.current_leader) {
             (Err(fatal), ..) => (PartitionHealth::Dead, Some(format!("raft stopped: {fatal}"))),
+            _ if stalled_ms > self.stall_timeout.as_millis() as u64 => (
+                PartitionHealth::Dead,
+                Some(format!(
+                    "stuck: the partition has made no progress for {stalled_ms} ms (stall-timeout is {} ms)",
+                    self.stall_timeout.as_millis()
+                )),
+            ),
             (_, openraft::ServerState::Shutdown, _) => (PartitionHealth::Dead, Some("raft is shut down".to_string())),
             (_, _, None) => (
                 PartitionHealth::Unhealthy,
@@ -251,13 +296,15 @@ impl Partition {
             role,
             health,
             problem,
-            leader: metrics.current_leader.map(|l| l as u32),
+            leader: if cut_off { None } else { metrics.current_leader.map(|l| l as u32) },
             term: metrics.current_term,
         }
     }
 }
 
 struct Driver {
+    /// See [`Partition::driver_beat`].
+    beat: Arc<AtomicU64>,
     id: u32,
     node_id: u64,
     raft: Raft,
@@ -274,6 +321,27 @@ struct Driver {
     relay: Arc<Relay>,
     /// Deploy answers held until every partition has the deployment, by deployment key.
     deployments: HashMap<i64, (oneshot::Sender<BrokerReply>, CommandResult, Instant)>,
+    limits: ProcessingLimits,
+}
+
+/// Runs `process` on the overlay; if it panics, undoes its writes and returns the panic's message.
+fn guarded(overlay: &mut Overlay<'_>, process: impl FnOnce(&mut Overlay<'_>) -> Output) -> Result<Output, String> {
+    overlay.checkpoint();
+    let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut *overlay)));
+    match processed {
+        Ok(output) => {
+            overlay.release();
+            Ok(output)
+        }
+        Err(panic) => {
+            overlay.rollback();
+            Err(panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into()))
+        }
+    }
 }
 
 fn now_millis() -> i64 {
@@ -284,6 +352,7 @@ impl Driver {
     async fn run(mut self, shutdown: CancellationToken) {
         let label = self.id.to_string();
         loop {
+            self.beat.store(now_millis() as u64, Ordering::Relaxed);
             // Only a leader has time-driven work; a follower just watches for becoming one.
             let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
             let wait = if leading {
@@ -330,12 +399,12 @@ impl Driver {
 
     /// Whether this replica leads and has applied everything committed before its term began.
     async fn ensure_leading(&mut self) -> bool {
-        let (leader, term) = {
+        let (leader, term, cut_off) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
-            (m.current_leader, m.current_term)
+            (m.current_leader, m.current_term, leads_without_quorum(&m))
         };
-        if leader != Some(self.node_id) {
+        if leader != Some(self.node_id) || cut_off {
             self.ready_term = None;
             self.waiters.clear();
             self.deployments.clear();
@@ -347,7 +416,7 @@ impl Driver {
         match self.raft.ensure_linearizable().await {
             Ok(_) => {
                 // Models cached by a previous term may stem from batches that never committed.
-                self.engine = Engine::new(self.id, self.partition_count);
+                self.reset_engine();
                 self.ready_term = Some(term);
                 true
             }
@@ -380,6 +449,10 @@ impl Driver {
         }
     }
 
+    fn reset_engine(&mut self) {
+        self.engine = Engine::new(self.id, self.partition_count).with_limits(self.limits);
+    }
+
     fn refuse(&self, batch: Vec<Submission>) {
         let leader = self.raft.metrics().borrow().current_leader;
         for submission in batch {
@@ -406,7 +479,28 @@ impl Driver {
                     Input::Partition(message) => (false, message.name()),
                     Input::Tick => (false, "Tick"),
                 };
-                let mut output = self.engine.process(&mut overlay, submission.input, now);
+                // A panic in the engine (a bug that some command triggers) must not take the
+                // partition down, nor stop the commands after it: the input's writes are undone,
+                // a client command is rejected saying so, and the batch goes on.
+                let engine = &mut self.engine;
+                let input = submission.input;
+                let mut output = match guarded(&mut overlay, |overlay| engine.process(overlay, input, now)) {
+                    Ok(output) => output,
+                    Err(cause) => {
+                        // The engine's caches may hold what the failed input half-did.
+                        self.engine = Engine::new(self.id, self.partition_count).with_limits(self.limits);
+                        tracing::error!(partition = self.id, command = name, %cause, "processing failed; the command was rejected");
+                        self.metrics.processing_failures.with_label_values(&[label, name]).inc();
+                        let reason = format!(
+                            "Expected to process the {name} command, but processing failed ({cause}); the command \
+                             was rejected and changed nothing"
+                        );
+                        Output {
+                            result: Some(CommandResult::Rejected { kind: RejectionType::ProcessingError, reason }),
+                            ..Output::default()
+                        }
+                    }
+                };
                 records.append(&mut output.records);
                 outputs.push((submission.reply, awaits, name, submission.received, output));
             }
@@ -415,7 +509,7 @@ impl Driver {
             self.metrics.batch_records.with_label_values(&[label]).observe(records.len() as f64);
             if let Err(e) = self.raft.client_write(RecordBatch::new(records)).await {
                 tracing::warn!(partition = self.id, error = %e, "could not commit a batch; its commands were not applied");
-                self.engine = Engine::new(self.id, self.partition_count);
+                self.reset_engine();
                 self.ready_term = None;
                 let leader = self.raft.metrics().borrow().current_leader;
                 for (reply, ..) in outputs {
@@ -432,6 +526,15 @@ impl Driver {
                 _ => "accepted",
             };
             self.metrics.commands.with_label_values(&[label, name, outcome]).inc();
+            if output.deferred_activations > 0 {
+                self.metrics
+                    .deferred_activations
+                    .with_label_values(&[label])
+                    .inc_by(output.deferred_activations as u64);
+            }
+            if output.loop_incidents > 0 {
+                self.metrics.loop_incidents.with_label_values(&[label]).inc_by(output.loop_incidents as u64);
+            }
             self.metrics.processing_seconds.with_label_values(&[label]).observe(received.elapsed().as_secs_f64());
             if let (Some(reply), Some(result)) = (reply, output.result) {
                 match (result, output.distributing) {
@@ -464,5 +567,37 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use waggle_engine::state::{KvRead, KvWrite, MemKv};
+
+    use super::*;
+
+    #[test]
+    fn a_panic_while_processing_one_input_undoes_its_writes_and_keeps_the_earlier_ones() {
+        let base = MemKv::new();
+        let mut overlay = Overlay::new(&base);
+        let kept = guarded(&mut overlay, |kv| {
+            kv.put(b"first", b"done");
+            Output::default()
+        });
+        assert!(kept.is_ok());
+        let failed = guarded(&mut overlay, |kv| {
+            kv.put(b"second", b"half");
+            kv.delete(b"first");
+            panic!("the engine met a bug")
+        });
+        assert_eq!(failed.unwrap_err(), "the engine met a bug");
+        assert_eq!(overlay.get(b"first"), Some(b"done".to_vec()));
+        assert_eq!(overlay.get(b"second"), None);
+        let after = guarded(&mut overlay, |kv| {
+            kv.put(b"third", b"done");
+            Output::default()
+        });
+        assert!(after.is_ok(), "the batch goes on after a failed input");
+        assert_eq!(overlay.get(b"third"), Some(b"done".to_vec()));
     }
 }

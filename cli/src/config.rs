@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use waggle_broker::BrokerConfig;
+use waggle_broker::ProcessingLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -37,6 +38,10 @@ pub struct BrokerSettings {
     pub management_addr: Option<String>,
     pub queue_capacity: Option<usize>,
     pub snapshot_interval: Option<u64>,
+    pub max_steps_per_run: Option<u32>,
+    pub max_deferrals_without_wait: Option<u32>,
+    pub stall_timeout: Option<u64>,
+    pub min_free_disk_bytes: Option<u64>,
     /// Exporter settings, written by the operator; this build ships no exporters yet, so the table is
     /// accepted and reported at start-up rather than silently dropped.
     pub exporters: Option<toml::Table>,
@@ -85,6 +90,22 @@ pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<Brok
         )?,
         queue_capacity: given.queue_capacity.or(file.queue_capacity).unwrap_or(4096),
         snapshot_interval: given.snapshot_interval.or(file.snapshot_interval).unwrap_or(10_000),
+        stall_timeout: std::time::Duration::from_secs(given.stall_timeout.or(file.stall_timeout).unwrap_or(30)),
+        min_free_disk_bytes: given.min_free_disk_bytes.or(file.min_free_disk_bytes).unwrap_or(256 * 1024 * 1024),
+        processing: {
+            let defaults = ProcessingLimits::default();
+            ProcessingLimits {
+                max_steps_per_run: given
+                    .max_steps_per_run
+                    .or(file.max_steps_per_run)
+                    .unwrap_or(defaults.max_steps_per_run),
+                max_deferrals_without_wait: given
+                    .max_deferrals_without_wait
+                    .or(file.max_deferrals_without_wait)
+                    .unwrap_or(defaults.max_deferrals_without_wait),
+                ..defaults
+            }
+        },
     };
     config.validate().map_err(|e| match e {
         waggle_broker::ConfigError::Invalid { key, problem } => ConfigError::Invalid { key, problem },

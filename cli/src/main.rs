@@ -89,6 +89,21 @@ struct BrokerArgs {
     /// Log entries between two state snapshots; the log is compacted below each snapshot.
     #[arg(long, env = "WAGGLE_SNAPSHOT_INTERVAL")]
     snapshot_interval: Option<u64>,
+    /// Element steps one processing run takes before it defers the rest to a later run, so that
+    /// other commands interleave with long runs (default 1000).
+    #[arg(long, env = "WAGGLE_MAX_STEPS_PER_RUN")]
+    max_steps_per_run: Option<u32>,
+    /// Deferred runs in a row after which an instance that never waits gets an incident, as it
+    /// probably loops endlessly (default 100).
+    #[arg(long, env = "WAGGLE_MAX_DEFERRALS_WITHOUT_WAIT")]
+    max_deferrals_without_wait: Option<u32>,
+    /// Seconds a partition may go without progress before liveness reports it stuck (default 30).
+    #[arg(long, env = "WAGGLE_STALL_TIMEOUT")]
+    stall_timeout: Option<u64>,
+    /// Free bytes on the data directory's disk below which the broker answers new commands with
+    /// RESOURCE_EXHAUSTED (default 256 MiB; 0 turns the check off).
+    #[arg(long, env = "WAGGLE_MIN_FREE_DISK_BYTES")]
+    min_free_disk_bytes: Option<u64>,
 }
 
 #[derive(Args)]
@@ -187,6 +202,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 management_addr: args.management_addr,
                 queue_capacity: args.queue_capacity,
                 snapshot_interval: args.snapshot_interval,
+                max_steps_per_run: args.max_steps_per_run,
+                max_deferrals_without_wait: args.max_deferrals_without_wait,
+                stall_timeout: args.stall_timeout,
+                min_free_disk_bytes: args.min_free_disk_bytes,
                 exporters: None,
             };
             let broker = config::broker_config(overrides, file)?;
@@ -211,10 +230,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stack of each tokio worker thread.
+const WORKER_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts");
+    // The engine evaluates FEEL recursively; its depth limit fits tokio's default 2 MiB stacks, and
+    // larger ones leave room for whatever else a worker thread has on its stack at the time.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
     if let Err(error) = runtime.block_on(run(cli.command)) {
         tracing::error!("{error:#}");
         eprintln!("waggle: {error:#}");

@@ -115,10 +115,16 @@ async fn isolated_leader_acknowledges_nothing_and_nothing_is_lost() {
     let mut successors: BTreeMap<u32, (usize, Duration)> = BTreeMap::new();
     let mut settled: Option<BTreeMap<u32, RaftGauges>> = None;
     let (mut samples, mut stale_leader_samples, mut double_claim_samples) = (0, 0, 0);
+    // When the Topology last named the isolated broker leader of a partition: it must stop claiming
+    // leadership once it has not heard from a quorum for about an election timeout (check-quorum).
+    let mut last_claim: Option<Duration> = None;
     let elected = |successors: &BTreeMap<u32, (usize, Duration)>| led.iter().all(|p| successors.contains_key(p));
     while isolated.elapsed() < ISOLATION || (!elected(&successors) && isolated.elapsed() < FAILOVER_LIMIT) {
         let claims = cluster.leader_claims().await.unwrap_or_default();
         double_claim_samples += usize::from(claims.values().any(|claimants| claimants.len() > 1));
+        if claims.values().any(|claimants| claimants.contains(&victim)) {
+            last_claim = Some(isolated.elapsed());
+        }
         let gauges = cluster.raft_gauges_of_all().await;
         assert_one_leader_per_term(&gauges);
         let own = gauges.get(&victim).expect("an isolated broker still answers the test's metrics requests");
@@ -151,6 +157,11 @@ async fn isolated_leader_acknowledges_nothing_and_nothing_is_lost() {
          {successors:?}; creations acknowledged on partitions {:?}",
         workload.partitions_creating_since(isolated)
     ));
+    clock.note(format!("the Topology last named broker {victim} a leader {last_claim:?} after its isolation"));
+    assert!(
+        last_claim.is_none_or(|at| at < ISOLATION),
+        "broker {victim}, cut off from its peers, still claimed leadership {last_claim:?} after its isolation"
+    );
     cluster.heal();
     for partition in &led {
         assert!(

@@ -27,7 +27,7 @@ pub fn rejection_code(kind: RejectionType) -> Code {
 /// The status code for a broker that could not hand the command to its engine.
 pub fn broker_error_code(error: &BrokerError) -> Code {
     match error {
-        BrokerError::Backpressure { .. } => Code::ResourceExhausted,
+        BrokerError::Backpressure { .. } | BrokerError::DiskSpaceLow { .. } => Code::ResourceExhausted,
         BrokerError::Timeout { .. } => Code::DeadlineExceeded,
         BrokerError::NotLeader { .. } | BrokerError::PartitionNotFound { .. } | BrokerError::ShuttingDown => {
             Code::Unavailable
@@ -139,6 +139,7 @@ mod tests {
     fn broker_errors_map_to_retryable_or_final_codes() {
         let cases = [
             (BrokerError::Backpressure { partition_id: 1 }, Code::ResourceExhausted),
+            (BrokerError::DiskSpaceLow { free_bytes: 1, watermark_bytes: 2 }, Code::ResourceExhausted),
             (BrokerError::Timeout { millis: 5 }, Code::DeadlineExceeded),
             (BrokerError::NotLeader { partition_id: 1, leader: None }, Code::Unavailable),
             (BrokerError::PartitionNotFound { partition_id: 1 }, Code::Unavailable),

@@ -161,6 +161,11 @@ pub enum BrokerError {
     Internal(String),
     #[error("cannot decode the command: {0}")]
     Malformed(String),
+    #[error(
+        "the broker takes no new commands: its data directory's disk has {free_bytes} bytes free, below the \
+         min_free_disk_bytes watermark of {watermark_bytes}; free disk space or grow the volume, and it resumes"
+    )]
+    DiskSpaceLow { free_bytes: u64, watermark_bytes: u64 },
 }
 
 /// The payload of a broker's answer to a command.

@@ -230,6 +230,25 @@ impl Cluster {
         self.clock.note("healed the network");
     }
 
+    /// Brokers that were started and have exited since, with how they exited.
+    pub fn exited_brokers(&mut self) -> Vec<(usize, String)> {
+        let mut exited = Vec::new();
+        for (node, broker) in self.brokers.iter_mut().enumerate() {
+            if let Some(Ok(Some(status))) = broker.process.as_mut().map(Child::try_wait) {
+                exited.push((node, status.to_string()));
+            }
+        }
+        exited
+    }
+
+    /// Broker `node`'s metrics in Prometheus' text format.
+    pub async fn metrics(&self, node: usize) -> Result<String, String> {
+        match management::get(self.brokers[node].management_addr, "/metrics").await? {
+            (200, body) => Ok(body),
+            (status, body) => Err(format!("/metrics answered {status}: {body}")),
+        }
+    }
+
     /// The raft gauges of broker `node`, by partition.
     pub async fn raft_gauges(&self, node: usize) -> Result<BTreeMap<u32, RaftGauges>, String> {
         management::raft_gauges(self.brokers[node].management_addr).await
