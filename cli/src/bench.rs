@@ -317,8 +317,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &in_flight in &args.in_flight {
         let probe = fsync_probe(&args.probe_dir)
             .with_context(|| format!("the fsync probe in {} failed", args.probe_dir.display()))?;
-        let figures = measure(&args, &client, in_flight).await?;
-        let mut figures = figures;
+        let mut figures = measure(&args, &client, in_flight).await?;
         figures.fsync_probe_p50_ms = Some(probe.0);
         figures.fsync_probe_p99_ms = Some(probe.1);
         figures.print(args.json);
