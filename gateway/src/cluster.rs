@@ -45,7 +45,14 @@ pub enum ClusterError {
 
 /// How the gateway reaches a broker: a gRPC channel, or the broker's own service in this process.
 pub type BrokerTransport =
-    BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, tower::BoxError>;
+    BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, TransportError>;
+
+/// A failure of a broker transport (connection refused, reset, ...). A concrete type rather than a
+/// bare `BoxError`: tonic's client converts its transport's error into a `BoxError`, and that
+/// identity conversion defeats the compiler's `Send` proof for the gateway's spawned futures.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct TransportError(tower::BoxError);
 
 /// A broker in the gateway's own process, reached through its gRPC service without a socket.
 #[derive(Clone)]
@@ -66,7 +73,7 @@ impl LocalBroker {
         S::Error: Into<tower::BoxError>,
         S::Future: Send + 'static,
     {
-        LocalBroker { addr, transport: BoxCloneSyncService::new(service.map_err(Into::into)) }
+        LocalBroker { addr, transport: BoxCloneSyncService::new(service.map_err(boxed::<S::Error>)) }
     }
 }
 
@@ -264,6 +271,10 @@ async fn query_topology(broker: &BrokerConn) -> Option<BrokerInfo> {
 }
 
 /// Splits `host:port` (IPv6 hosts in brackets), or says why the address is not of that form.
+fn boxed<E: Into<tower::BoxError>>(error: E) -> TransportError {
+    TransportError(error.into())
+}
+
 /// A lazily connected gRPC channel to a broker in another process.
 fn remote(addr: &str) -> Result<BrokerTransport, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -273,7 +284,7 @@ fn remote(addr: &str) -> Result<BrokerTransport, String> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
-    Ok(BoxCloneSyncService::new(endpoint.connect_lazy().map_err(tower::BoxError::from)))
+    Ok(BoxCloneSyncService::new(endpoint.connect_lazy().map_err(boxed::<tonic::transport::Error>)))
 }
 
 pub fn split_host_port(addr: &str) -> Result<(&str, u16), &'static str> {
