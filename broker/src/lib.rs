@@ -12,6 +12,8 @@ mod partition;
 mod raft;
 mod relay;
 mod service;
+
+pub use service::BrokerService;
 mod storage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +48,9 @@ pub enum BrokerStartError {
 /// A started broker: where it listens, and a handle that ends when it stopped.
 pub struct RunningBroker {
     pub command_addr: SocketAddr,
+    /// The command service itself, for a gateway in the same process (`waggle dev`) to call
+    /// without a socket.
+    pub commands: BrokerServer<BrokerService>,
     pub internal_addr: SocketAddr,
     pub management_addr: SocketAddr,
     pub stopped: tokio::task::JoinHandle<()>,
@@ -140,16 +145,16 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         "broker listening: commands on {command_addr}, internal on {internal_addr}, management on http://{management_addr}"
     );
 
+    let commands = BrokerServer::from_arc(service.clone())
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
     let grpc = |listener: TcpListener| {
-        let service = service.clone();
+        let server = commands.clone();
         let shutdown = shutdown.clone();
         async move {
             // Accepted sockets need TCP_NODELAY set here: the builder's setting only applies to
             // listeners it binds itself, and Nagle plus delayed ACKs add ~40 ms to each answer.
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let server = BrokerServer::from_arc(service)
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024);
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(server)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
@@ -175,5 +180,5 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
         }
         tracing::info!("broker stopped");
     });
-    Ok(RunningBroker { command_addr, internal_addr, management_addr, stopped })
+    Ok(RunningBroker { command_addr, commands, internal_addr, management_addr, stopped })
 }

@@ -13,6 +13,8 @@ pub struct Metrics {
     pub batch_records: HistogramVec,
     /// Commands refused because a partition's queue was full.
     pub backpressure: IntCounterVec,
+    /// Synchronous (fsynced) writes of the raft log: one per appended group of entries.
+    pub log_fsyncs: IntCounterVec,
     /// Position of the last applied record.
     pub applied_position: IntGaugeVec,
     /// Raft role: 0 follower, 1 candidate, 2 leader, 3 learner, 4 shut down.
@@ -62,12 +64,18 @@ impl Metrics {
             partition,
         )
         .expect("valid metric");
+        let log_fsyncs = IntCounterVec::new(
+            Opts::new("waggle_log_fsyncs_total", "Synchronous writes (fsyncs) of the raft log"),
+            partition,
+        )
+        .expect("valid metric");
         let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), partition).expect("valid metric");
         let metrics = Metrics {
             commands,
             processing_seconds,
             batch_records,
             backpressure,
+            log_fsyncs,
             applied_position: gauge("waggle_applied_position", "Position of the last applied record"),
             raft_role: gauge(
                 "waggle_raft_role",
@@ -117,6 +125,7 @@ impl Metrics {
             Box::new(metrics.processing_seconds.clone()),
             Box::new(metrics.batch_records.clone()),
             Box::new(metrics.backpressure.clone()),
+            Box::new(metrics.log_fsyncs.clone()),
             Box::new(metrics.applied_position.clone()),
             Box::new(metrics.raft_role.clone()),
             Box::new(metrics.raft_term.clone()),

@@ -145,7 +145,8 @@ impl Partition {
         let network =
             NetworkFactory { partition_id: id, peers: setup.peers.clone(), addresses: setup.addresses.clone() };
         let committed = Arc::new(AtomicU64::new(0));
-        let log_store = LogStore::new(db.clone(), committed.clone());
+        let fsyncs = setup.metrics.log_fsyncs.with_label_values(&[&id.to_string()]);
+        let log_store = LogStore::new(db.clone(), committed.clone(), fsyncs);
         let raft = Raft::new(setup.node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(|e| raft_error(&e))?;

@@ -2,13 +2,24 @@
 //!
 //! Each in-flight slot creates an instance with `CreateProcessInstanceWithResult` and starts the next
 //! as soon as it returns, so the latency of that call is the instance's create-to-completion time. A
-//! worker streams the jobs and completes them. The node's CPU time comes from its own
-//! `process_cpu_seconds_total` metric, read before and after the run.
+//! worker streams the jobs and completes them.
+//!
+//! A throughput figure is only worth what its conditions are, so every measurement also reports what
+//! a reader needs to trust it: the server's CPU time per instance and the records and fsyncs it wrote
+//! per instance (from the metrics of every process named with `--management`, read after the warm-up
+//! and at the end), the machine's load while it ran, the node's resident memory, and an fsync probe
+//! of the disk taken just before (this kind of disk is noisy, and an fsync sits on every answer's
+//! path). `--interval` prints figures per interval during a long run, to show whether throughput or
+//! CPU per instance drift as history accumulates; `--json` prints one JSON object per measurement.
 
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use serde::Serialize;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 use waggle_protocol::gateway::gateway_client::GatewayClient;
@@ -25,8 +36,8 @@ pub struct BenchArgs {
     /// The gateway's gRPC address.
     #[arg(long, default_value = "127.0.0.1:26500")]
     gateway: String,
-    /// Management addresses of every process to charge CPU time to (`process_cpu_seconds_total`),
-    /// comma-separated: the node, or each broker and gateway of a cluster.
+    /// Management addresses of every process to charge to the run (CPU time, records, fsyncs,
+    /// memory), comma-separated: the node, or each broker and gateway of a cluster.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9600")]
     management: Vec<String>,
     /// Instances in flight; several values run one after another (e.g. 1,32,128).
@@ -38,6 +49,15 @@ pub struct BenchArgs {
     /// Warm-up before each measurement, in seconds.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// Also print figures every this many seconds of a measurement (0: only at its end).
+    #[arg(long, default_value_t = 0)]
+    interval: u64,
+    /// A directory on the disk the node writes to, for the fsync probe before each measurement.
+    #[arg(long, default_value = ".")]
+    probe_dir: PathBuf,
+    /// Print one JSON object per measurement (and interval) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn bench_model() -> String {
@@ -55,16 +75,48 @@ fn bench_model() -> String {
     )
 }
 
-/// CPU seconds used so far by all the given processes together; `None` if any does not say.
-async fn cpu_seconds(management: &[String]) -> Option<f64> {
-    let mut total = 0.0;
-    for addr in management {
-        let text = http_get(addr, "/metrics").await.ok()?;
-        total += text.lines().find_map(|line| {
-            line.strip_prefix("process_cpu_seconds_total ").and_then(|v| v.trim().parse::<f64>().ok())
-        })?;
+/// Counters summed over every process the run is charged to; `None` where a process does not say.
+#[derive(Clone, Copy, Debug, Default)]
+struct ServerCounters {
+    cpu_seconds: Option<f64>,
+    records: Option<f64>,
+    fsyncs: Option<f64>,
+    resident_bytes: Option<f64>,
+}
+
+impl ServerCounters {
+    async fn read(management: &[String]) -> ServerCounters {
+        let mut total =
+            ServerCounters { cpu_seconds: Some(0.0), records: Some(0.0), fsyncs: Some(0.0), resident_bytes: Some(0.0) };
+        for addr in management {
+            let text = http_get(addr, "/metrics").await.unwrap_or_default();
+            let add = |sum: &mut Option<f64>, value: Option<f64>| *sum = sum.zip(value).map(|(a, b)| a + b);
+            add(&mut total.cpu_seconds, metric_sum(&text, "process_cpu_seconds_total"));
+            add(&mut total.resident_bytes, metric_sum(&text, "process_resident_memory_bytes"));
+            // A gateway writes no records: charge it nothing rather than making the sum unknown.
+            let broker = text.contains("waggle_batch_records");
+            if broker {
+                add(&mut total.records, metric_sum(&text, "waggle_batch_records_sum"));
+                add(&mut total.fsyncs, metric_sum(&text, "waggle_log_fsyncs_total"));
+            }
+        }
+        total
     }
-    Some(total)
+}
+
+/// The sum of every sample of a metric (over all its label sets) in Prometheus' text format.
+fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.trim().parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
 }
 
 /// A minimal HTTP/1.0 GET, enough for a metrics endpoint on loopback.
@@ -82,6 +134,33 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Milliseconds of a 4 KiB write plus fdatasync on `dir`'s disk: (median, p99) of 50 tries.
+fn fsync_probe(dir: &std::path::Path) -> std::io::Result<(f64, f64)> {
+    let path = dir.join(format!(".waggle-bench-fsync-probe-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+        let block = [0x5Au8; 4096];
+        let mut times = Vec::with_capacity(50);
+        for _ in 0..50 {
+            let begun = Instant::now();
+            file.write_all(&block)?;
+            file.sync_data()?;
+            times.push(begun.elapsed());
+        }
+        times.sort();
+        Ok((percentile(&times, 0.5).as_secs_f64() * 1000.0, percentile(&times, 0.99).as_secs_f64() * 1000.0))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Runnable tasks on the machine right now (`procs_running` of /proc/stat), the instantaneous
+/// quantity the load average smooths; `None` off Linux.
+fn runnable_tasks() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().find_map(|l| l.strip_prefix("procs_running ")).and_then(|v| v.trim().parse().ok())
 }
 
 async fn worker(mut client: GatewayClient<Channel>) -> anyhow::Result<()> {
@@ -107,6 +186,118 @@ async fn worker(mut client: GatewayClient<Channel>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The figures of one measurement, or of one interval of it.
+#[derive(Serialize)]
+struct Figures {
+    in_flight: usize,
+    /// Seconds since the measurement began (after the warm-up); absent for a whole measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval_end_s: Option<f64>,
+    instances: usize,
+    instances_per_second: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    server_cpu_us_per_instance: Option<f64>,
+    records_per_instance: Option<f64>,
+    fsyncs_per_instance: Option<f64>,
+    /// Mean of the machine's runnable tasks sampled during the run, and its 1-minute load average at
+    /// the end.
+    mean_runnable_tasks: Option<f64>,
+    load_average_1m: Option<f64>,
+    resident_mb: Option<f64>,
+    fsync_probe_p50_ms: Option<f64>,
+    fsync_probe_p99_ms: Option<f64>,
+}
+
+impl Figures {
+    fn new(
+        in_flight: usize,
+        latencies: &mut [Duration],
+        seconds: f64,
+        before: ServerCounters,
+        after: ServerCounters,
+    ) -> Self {
+        latencies.sort();
+        let n = latencies.len();
+        let per_instance = |a: Option<f64>, b: Option<f64>, scale: f64| {
+            a.zip(b).filter(|_| n > 0).map(|(before, after)| (after - before) / n as f64 * scale)
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Figures {
+            in_flight,
+            interval_end_s: None,
+            instances: n,
+            instances_per_second: n as f64 / seconds,
+            p50_ms: ms(percentile(latencies, 0.50)),
+            p95_ms: ms(percentile(latencies, 0.95)),
+            p99_ms: ms(percentile(latencies, 0.99)),
+            max_ms: ms(latencies.last().copied().unwrap_or_default()),
+            server_cpu_us_per_instance: per_instance(before.cpu_seconds, after.cpu_seconds, 1e6),
+            records_per_instance: per_instance(before.records, after.records, 1.0),
+            fsyncs_per_instance: per_instance(before.fsyncs, after.fsyncs, 1.0),
+            mean_runnable_tasks: None,
+            load_average_1m: None,
+            resident_mb: after.resident_bytes.map(|b| b / 1e6),
+            fsync_probe_p50_ms: None,
+            fsync_probe_p99_ms: None,
+        }
+    }
+
+    fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string(self).expect("figures serialize"));
+            return;
+        }
+        let opt = |v: Option<f64>, digits: usize| v.map_or("n/a".to_string(), |v| format!("{v:.digits$}"));
+        let label = match self.interval_end_s {
+            Some(t) => format!("{}@{t:.0}s", self.in_flight),
+            None => self.in_flight.to_string(),
+        };
+        println!(
+            "{:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>8} {:>6} {:>7}",
+            label,
+            self.instances_per_second,
+            self.p50_ms,
+            self.p95_ms,
+            self.p99_ms,
+            self.max_ms,
+            opt(self.server_cpu_us_per_instance, 0),
+            opt(self.records_per_instance, 1),
+            opt(self.fsyncs_per_instance, 3),
+            opt(self.mean_runnable_tasks, 1),
+            opt(self.resident_mb, 0),
+        );
+    }
+}
+
+fn print_header(json: bool) {
+    if !json {
+        println!(
+            "{:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>7}",
+            "in-flight",
+            "inst/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "CPU us/i",
+            "rec/i",
+            "fsync/i",
+            "run-q",
+            "RSS MB"
+        );
+    }
+}
+
+/// Latencies of the instances completed so far in the running measurement, shared by its slots
+/// and the interval reporter.
+#[derive(Default)]
+struct Progress {
+    latencies: std::sync::Mutex<Vec<Duration>>,
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let channel = Endpoint::from_shared(format!("http://{}", args.gateway))?
         .tcp_nodelay(true)
@@ -122,71 +313,89 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("deploying the benchmark process failed")?;
     let workers: Vec<_> = (0..2).map(|_| tokio::spawn(worker(client.clone()))).collect();
-    println!(
-        "{:>9} {:>12} {:>10} {:>10} {:>10} {:>16}",
-        "in-flight", "instances/s", "p50 ms", "p99 ms", "max ms", "CPU s/1000 inst"
-    );
+    print_header(args.json);
     for &in_flight in &args.in_flight {
-        let warmup = Duration::from_secs(args.warmup);
-        let measure = Duration::from_secs(args.duration);
-        let started = Instant::now();
-        let measure_from = started + warmup;
-        let end = measure_from + measure;
-        let cpu_before = std::sync::Arc::new(tokio::sync::OnceCell::new());
-        let mut slots = JoinSet::new();
-        for _ in 0..in_flight {
-            let mut client = client.clone();
-            let cpu_before = cpu_before.clone();
-            let management = args.management.clone();
-            slots.spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < end {
-                    if Instant::now() >= measure_from {
-                        cpu_before.get_or_init(|| async { cpu_seconds(&management).await }).await;
-                    }
-                    let begun = Instant::now();
-                    let request = CreateProcessInstanceWithResultRequest {
-                        request: Some(CreateProcessInstanceRequest {
-                            bpmn_process_id: PROCESS_ID.into(),
-                            version: -1,
-                            ..Default::default()
-                        }),
-                        request_timeout: 60_000,
-                        ..Default::default()
-                    };
-                    client.create_process_instance_with_result(request).await?;
-                    if begun >= measure_from && Instant::now() <= end {
-                        latencies.push(begun.elapsed());
-                    }
-                }
-                anyhow::Ok(latencies)
-            });
+        let probe = fsync_probe(&args.probe_dir)
+            .with_context(|| format!("the fsync probe in {} failed", args.probe_dir.display()))?;
+        let mut figures = measure(&args, &client, in_flight).await?;
+        figures.fsync_probe_p50_ms = Some(probe.0);
+        figures.fsync_probe_p99_ms = Some(probe.1);
+        figures.print(args.json);
+        if !args.json {
+            println!(
+                "{:>10} fsync probe p50 {:.2} ms, p99 {:.2} ms; load average (1 min) at the end {}",
+                "",
+                probe.0,
+                probe.1,
+                figures.load_average_1m.map_or("n/a".into(), |l| format!("{l:.2}"))
+            );
         }
-        let mut latencies = Vec::new();
-        while let Some(slot) = slots.join_next().await {
-            latencies.extend(slot??);
-        }
-        let cpu_after = cpu_seconds(&args.management).await;
-        latencies.sort();
-        let rate = latencies.len() as f64 / measure.as_secs_f64();
-        let cpu = match (cpu_before.get().copied().flatten(), cpu_after) {
-            (Some(before), Some(after)) if !latencies.is_empty() => {
-                format!("{:.3}", (after - before) / latencies.len() as f64 * 1000.0)
-            }
-            _ => "n/a".into(),
-        };
-        println!(
-            "{:>9} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>16}",
-            in_flight,
-            rate,
-            percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-            percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-            latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
-            cpu
-        );
     }
     for worker in workers {
         worker.abort();
     }
     Ok(())
+}
+
+async fn measure(args: &BenchArgs, client: &GatewayClient<Channel>, in_flight: usize) -> anyhow::Result<Figures> {
+    let warmup = Duration::from_secs(args.warmup);
+    let length = Duration::from_secs(args.duration);
+    let measure_from = Instant::now() + warmup;
+    let end = measure_from + length;
+    let progress = Arc::new(Progress::default());
+    let mut slots = JoinSet::new();
+    for _ in 0..in_flight {
+        let mut client = client.clone();
+        let progress = progress.clone();
+        slots.spawn(async move {
+            while Instant::now() < end {
+                let begun = Instant::now();
+                let request = CreateProcessInstanceWithResultRequest {
+                    request: Some(CreateProcessInstanceRequest {
+                        bpmn_process_id: PROCESS_ID.into(),
+                        version: -1,
+                        ..Default::default()
+                    }),
+                    request_timeout: 60_000,
+                    ..Default::default()
+                };
+                client.create_process_instance_with_result(request).await?;
+                if begun >= measure_from && Instant::now() <= end {
+                    progress.latencies.lock().expect("latency list").push(begun.elapsed());
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let before = ServerCounters::read(&args.management).await;
+    let mut runnable = Vec::new();
+    let mut interval_start = (Instant::now(), before, 0usize);
+    let mut next_report = (args.interval > 0).then(|| Instant::now() + Duration::from_secs(args.interval));
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(250).min(end.saturating_duration_since(Instant::now()))).await;
+        runnable.extend(runnable_tasks());
+        if let Some(at) = next_report.filter(|at| Instant::now() >= *at) {
+            let counters = ServerCounters::read(&args.management).await;
+            let mut latencies = progress.latencies.lock().expect("latency list")[interval_start.2..].to_vec();
+            let taken = interval_start.2 + latencies.len();
+            let seconds = interval_start.0.elapsed().as_secs_f64();
+            let mut figures = Figures::new(in_flight, &mut latencies, seconds, interval_start.1, counters);
+            figures.interval_end_s = Some(measure_from.elapsed().as_secs_f64());
+            figures.print(args.json);
+            interval_start = (Instant::now(), counters, taken);
+            next_report = Some(at + Duration::from_secs(args.interval));
+        }
+    }
+    let after = ServerCounters::read(&args.management).await;
+    while let Some(slot) = slots.join_next().await {
+        slot??;
+    }
+    let mut latencies = std::mem::take(&mut *progress.latencies.lock().expect("latency list"));
+    let mut figures = Figures::new(in_flight, &mut latencies, length.as_secs_f64(), before, after);
+    figures.mean_runnable_tasks = (!runnable.is_empty()).then(|| runnable.iter().sum::<f64>() / runnable.len() as f64);
+    figures.load_average_1m = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()));
+    Ok(figures)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use waggle_broker::BrokerConfig;
-use waggle_gateway::GatewayConfig;
+use waggle_gateway::{GatewayConfig, LocalBroker};
 
 #[derive(Parser)]
 #[command(name = "waggle", version, about = "A distributed BPMN workflow engine that speaks Zeebe's client protocol")]
@@ -171,8 +171,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev(args) => {
             let broker = BrokerConfig::single_node(args.data_dir, args.command_addr, args.management_addr);
+            let broker_addr = args.command_addr.to_string();
             let gateway = gateway_config(
-                vec![args.command_addr.to_string()],
+                vec![broker_addr.clone()],
                 args.grpc_addr,
                 Duration::from_secs(10),
                 4 * 1024 * 1024,
@@ -181,7 +182,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             gateway.validate()?;
             cancel_on_signal(shutdown.clone());
             let running = waggle_broker::start(broker, shutdown.clone()).await?;
-            waggle_gateway::serve(gateway, shutdown.clone()).await?;
+            // The embedded gateway calls the broker's service directly, not over loopback gRPC.
+            let local = LocalBroker::new(broker_addr, running.commands.clone());
+            waggle_gateway::serve_with(gateway, Some(local), shutdown.clone()).await?;
             running.stopped.await?;
         }
         Command::Broker(args) => {

@@ -34,6 +34,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use waggle_protocol::gateway::gateway_server::GatewayServer;
 
+pub use crate::cluster::LocalBroker;
 use crate::{cluster::Cluster, jobs::JobSignals, service::GatewayService};
 
 /// The gRPC service name clients check health for.
@@ -102,7 +103,16 @@ impl GatewayConfig {
 
 /// Validates the configuration, binds the gRPC port and serves until `shutdown` is cancelled.
 pub async fn serve(config: GatewayConfig, shutdown: CancellationToken) -> Result<(), GatewayError> {
-    let (_, server) = bind(config, shutdown).await?;
+    serve_with(config, None, shutdown).await
+}
+
+/// Serves like [`serve`], reaching the broker at `local.addr` in this process instead of over gRPC.
+pub async fn serve_with(
+    config: GatewayConfig,
+    local: Option<LocalBroker>,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    let (_, server) = bind_with(config, local, shutdown).await?;
     server.await
 }
 
@@ -113,12 +123,21 @@ pub async fn bind(
     config: GatewayConfig,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, impl Future<Output = Result<(), GatewayError>> + Send + 'static), GatewayError> {
+    bind_with(config, None, shutdown).await
+}
+
+/// Binds like [`bind`], reaching the broker at `local.addr` in this process instead of over gRPC.
+pub async fn bind_with(
+    config: GatewayConfig,
+    local: Option<LocalBroker>,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, impl Future<Output = Result<(), GatewayError>> + Send + 'static), GatewayError> {
     config.validate()?;
     let listener = TcpListener::bind(config.grpc_addr)
         .await
         .map_err(|source| GatewayError::Bind { addr: config.grpc_addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: config.grpc_addr, source })?;
-    let cluster = Cluster::new(&config.brokers)
+    let cluster = Cluster::new(&config.brokers, local)
         .map_err(|e| GatewayError::InvalidConfig { key: "brokers", reason: e.to_string() })?;
     if let Some(addr) = config.management_addr {
         let management = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 BPMN = HERE / "bpmn"
 ROOT = HERE.parent.parent
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "waggle-target"))
-WAGGLE_BIN = Path(os.environ.get("WAGGLE_BIN", TARGET_DIR / "debug" / "waggle"))
+WAGGLE_BIN = Path(os.environ.get("WAGGLE_BIN", TARGET_DIR / "release" / "waggle"))
 ZBCTL = HERE / "node_modules" / "zbctl" / "bin" / "zbctl-cli.linux"
 
 READY_DEADLINE_S = 30.0

@@ -10,8 +10,8 @@ root="$(cd "$here/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/waggle-target}"
 
 if [[ -z ${WAGGLE_BIN:-} ]]; then
-    (cd "$root" && cargo build -p waggle)
-    export WAGGLE_BIN="$CARGO_TARGET_DIR/debug/waggle"
+    (cd "$root" && cargo build --release -p waggle)
+    export WAGGLE_BIN="$CARGO_TARGET_DIR/release/waggle"
 fi
 if [[ ! -x $WAGGLE_BIN ]]; then
     echo "run.sh: no waggle binary at $WAGGLE_BIN" >&2

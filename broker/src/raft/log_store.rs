@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, StorageError, Vote};
+use prometheus::IntCounter;
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 
 use super::{decode, encode, io_error, Entry, TypeConfig};
@@ -133,6 +134,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         let result = self.db.write_opt(batch, &options);
+        self.fsyncs.inc();
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

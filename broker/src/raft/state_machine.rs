@@ -144,7 +144,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (key, value) in &file.entries {
             batch.put_cf(state, key, value);
         }
-        self.db.write(batch).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+        self.db.replace_state(batch).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
         self.engine = Engine::new(self.engine.partition_id(), self.engine.partition_count());
         store_snapshot(
             &self.snapshot_path,

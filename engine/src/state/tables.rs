@@ -46,6 +46,14 @@ mod prefix {
     pub const FOLLOW_UP_CHAIN: u8 = 0x1D;
 }
 
+/// The tables used as queues: entries are inserted at one end (new keys, later due times) and
+/// deleted at the other soon after, and they are read by scanning from their front. In an LSM tree
+/// every delete leaves a tombstone that a scan from the front must step over until compaction drops
+/// it, so a backend should start such scans where it last found a live entry (see
+/// `waggle_broker::storage`). Every other table is read by exact keys or by short per-key prefixes.
+pub const QUEUE_TABLES: [u8; 5] =
+    [prefix::JOB_ACTIVATABLE, prefix::JOB_DEADLINE, prefix::JOB_BACKOFF, prefix::MESSAGE_DEADLINE, prefix::OUTBOX];
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("state values always serialize")
 }
