@@ -296,10 +296,7 @@ async fn a_cluster_gets_owned_children_a_truthful_status_and_they_go_when_it_doe
         ("PodDisruptionBudget", pdb.owner_references()),
     ] {
         assert!(
-            owners.iter().any(|o| o.uid == uid
-                && o.kind == "Cluster"
-                && o.controller == Some(true)
-                && o.block_owner_deletion == Some(true)),
+            owners.iter().any(|o| o.uid == uid && o.kind == "Cluster" && o.controller == Some(true)),
             "{kind} is not controlled by the Cluster: {owners:?}"
         );
     }
