@@ -3,7 +3,8 @@
 # starts scripts/local-k8s.sh (control plane of ../shared/kube, kubelet-standin, the operator built
 # from this tree with the chart's RBAC), runs the suite, and stops everything it started, also when
 # a test fails or the script is interrupted. On failure it prints the last lines of the operator's and
-# the stand-in's logs. The environment lives in ${WAGGLE_KUBE_TESTS_DIR:-~/.cache/waggle-kube-tests}.
+# the stand-in's logs. The environment lives in ${WAGGLE_KUBE_TESTS_DIR:-~/.cache/waggle-kube-tests}
+# and listens from port ${LOCAL_K8S_PORT_BASE:-16400} up (set it when another environment uses those).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
