@@ -682,19 +682,15 @@ async fn three_brokers_and_a_gateway_serve_a_real_zeebe_client() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut completed = 0;
     for amount in [1, 2, 3] {
         let out = zbctl_run(
             &address,
             &["create", "instance", "e2e-order", "--withResult", "--variables", &format!("{{\"amount\": {amount}}}")],
         );
-        assert!(
-            out.contains("\"charged\": true") || out.contains("\"charged\":true"),
-            "instance {amount} did not complete: {out}"
-        );
-        completed += 1;
+        // The variables may come as an object or as an escaped JSON string.
+        let compact: String = out.chars().filter(|c| !matches!(c, '\\' | ' ')).collect();
+        assert!(compact.contains("\"charged\":true"), "instance {amount} did not complete through the worker: {out}");
     }
     let _ = worker.kill();
     let _ = worker.wait();
-    assert_eq!(completed, 3);
 }
