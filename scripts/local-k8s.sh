@@ -22,8 +22,8 @@
 # and WAGGLE_OPERATOR_METRICS.
 #
 # Knobs: LOCAL_K8S_PORT_BASE (16400; the testenv ports, the operator's HTTP port is base+7),
-# LOCAL_K8S_POD_NETWORK (127.0.<base/100 mod 256>), LOCAL_K8S_BUILD (1: `cargo build --release` the
-# binaries first; 0: use what is there), LOCAL_K8S_BIN (where the binaries are:
+# LOCAL_K8S_POD_NETWORK (127.0.<base/100 mod 256>), LOCAL_K8S_BUILD (1: `cargo build --release
+# --workspace --all-targets` first, as scripts/test.sh does; 0: use what is there), LOCAL_K8S_BIN (where the binaries are:
 # $CARGO_TARGET_DIR/release), KUBE_TESTENV (path of the testenv script).
 set -euo pipefail
 
@@ -88,8 +88,10 @@ up() {
   local base=${LOCAL_K8S_PORT_BASE:-16400}
   local network=${LOCAL_K8S_POD_NETWORK:-127.0.$(((base / 100) % 256))}
   if [[ "${LOCAL_K8S_BUILD:-1}" == 1 ]]; then
-    log "building waggle, waggle-operator and kubelet-standin"
-    (cd "$root" && cargo build --release --quiet -p waggle -p waggle-operator --bins)
+    log "building waggle, waggle-operator and kubelet-standin (cargo build --release --workspace --all-targets)"
+    # The same command as scripts/test.sh: a no-op after it, and no second set of dependencies built
+    # with other features (a narrower -p would rebuild RocksDB).
+    (cd "$root" && cargo build --release --quiet --workspace --all-targets)
   fi
   for b in waggle waggle-operator kubelet-standin; do [[ -x "$bin/$b" ]] || die "$bin/$b is missing (LOCAL_K8S_BUILD=1 builds it)"; done
   source "$root/scripts/tools.sh"

@@ -32,5 +32,7 @@ scripts/local-k8s.sh up "$dir"
 # shellcheck disable=SC1091
 source "$dir/env"
 started=$(date +%s)
-cargo test --release -p waggle-operator --test kube -- --ignored --test-threads 4
+# --workspace, like scripts/test.sh, so cargo unifies features the same way and reuses its build
+# (a narrower -p would rebuild dependencies, RocksDB among them, with other features).
+cargo test --release --workspace --test kube -- --ignored --test-threads 4
 echo "operator integration suite: $(($(date +%s) - started)) s"
