@@ -39,6 +39,9 @@ use tokio_util::sync::CancellationToken;
 use network::Network;
 use pod::Shared;
 
+/// The worker of each Pod this node runs, by Pod uid: where its latest version goes, and its task.
+type Workers = HashMap<String, (watch::Sender<Option<Arc<Pod>>>, tokio::task::JoinHandle<()>)>;
+
 #[derive(Parser)]
 #[command(name = "kubelet-standin", about = "Runs the Pods of a kubelet-less test cluster as local processes")]
 struct Args {
@@ -118,7 +121,7 @@ async fn run(args: Args) -> Result<(), StandinError> {
     tokio::spawn(publish_services(shared.clone(), shutdown.clone()));
     tracing::info!(node = %args.node_name, state_dir = %args.state_dir.display(), "kubelet-standin running");
 
-    let mut workers: HashMap<String, (watch::Sender<Option<Arc<Pod>>>, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut workers: Workers = HashMap::new();
     let mut seen_in_relist: Option<Vec<String>> = None;
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
     tokio::pin!(pods);
@@ -168,12 +171,7 @@ async fn run(args: Args) -> Result<(), StandinError> {
 }
 
 /// Binds an unscheduled Pod to this node, or hands a bound one to its worker.
-async fn handle(
-    shared: &Arc<Shared>,
-    workers: &mut HashMap<String, (watch::Sender<Option<Arc<Pod>>>, tokio::task::JoinHandle<()>)>,
-    pod: Pod,
-    shutdown: &CancellationToken,
-) {
+async fn handle(shared: &Arc<Shared>, workers: &mut Workers, pod: Pod, shutdown: &CancellationToken) {
     let uid = pod.uid().unwrap_or_default();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     match node {
