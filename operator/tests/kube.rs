@@ -348,6 +348,32 @@ async fn a_cluster_gets_owned_children_a_truthful_status_and_they_go_when_it_doe
     })
     .await;
 
+    // An unchanged spec is not written again: a second manager's edit of a label the operator owns
+    // makes it reconcile (and revert the label), but the Cluster's status keeps its resourceVersion.
+    let steady = clusters.get("c").await.unwrap().resource_version();
+    // Kubernetes times have 1-second resolution: edit in a later second than the last status write,
+    // so that a needlessly refreshed time would show as a new resourceVersion.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let label = json!({ "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": { "name": "c-broker",
+        "labels": { "app.kubernetes.io/version": "edited" } } });
+    sets.patch("c-broker", &PatchParams::apply("intruder").force(), &Patch::Apply(&label)).await.unwrap();
+    // Counted from here; a restart of the operator by another test resets the count, so it re-bases.
+    let before = std::cell::Cell::new(reconciles_done("Cluster").await);
+    eventually("the operator to revert the label and finish two more reconciles", Duration::from_secs(30), || async {
+        let set: StatefulSet = get(&client, &ns, "c-broker").await?;
+        let version = set.labels().get("app.kubernetes.io/version").cloned();
+        let done = reconciles_done("Cluster").await;
+        before.set(before.get().min(done));
+        if version.as_deref() == Some("local") && done >= before.get() + 2 {
+            Ok(())
+        } else {
+            Err(format!("label {version:?}, {done} reconciles"))
+        }
+    })
+    .await;
+    assert_eq!(clusters.get("c").await.unwrap().resource_version(), steady, "a no-op reconcile rewrote the Cluster");
+
     clusters.delete("c", &DeleteParams::default()).await.unwrap();
     eventually("garbage collection of the Cluster's children", Duration::from_secs(60), || async {
         let left = [
@@ -426,6 +452,21 @@ async fn another_field_manager_cannot_keep_fields_the_operator_owns() {
         }
     })
     .await;
+}
+
+/// How many reconciles of `kind` the operator has finished, from its /metrics.
+async fn reconciles_done(kind: &str) -> u64 {
+    let url = std::env::var("WAGGLE_OPERATOR_METRICS").expect("WAGGLE_OPERATOR_METRICS");
+    let address = url.trim_start_matches("http://");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else { return 0 };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.is_err() {
+        return 0;
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text).await;
+    let prefix = format!("waggle_operator_reconcile_duration_seconds_count{{kind=\"{kind}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 fn local_k8s(args: &[&str]) {
