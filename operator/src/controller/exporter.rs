@@ -1,6 +1,9 @@
 //! Reconciling an `Exporter`: it owns no objects (the Cluster reconciler writes its configuration),
-//! so this only checks its settings and reports where they were applied, as read from the Cluster's
-//! status.
+//! so this only checks its settings and reports, from the Cluster's status, whether the brokers run
+//! it. Being written into the ConfigMap is not enough: the Exporter is Ready only once its Cluster
+//! is Ready on the configuration that contains it, i.e. every broker has restarted with it. A broker
+//! that cannot start with it (for example because a Secret it names is missing) keeps the Cluster,
+//! and so the Exporter, from being Ready.
 
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use kube::ResourceExt;
 use super::{apply_status, Context, Error, RESYNC, WAIT};
 use crate::builders::render_broker_config;
 use crate::crd::{AppliedTo, Cluster, Exporter, ExporterStatus};
-use crate::status::{conditions, transition, Health};
+use crate::status::{conditions, is_true, transition, Health, READY};
 
 const KIND: &str = "Exporter";
 
@@ -43,18 +46,32 @@ pub async fn reconcile_exporter(exporter: Arc<Exporter>, ctx: Arc<Context>) -> R
     let config_map = crate::builders::config_map_name(cluster_name);
     let (health, applied_to) = if !exporter.spec.enabled {
         (Health::ready("Disabled", format!("disabled; left out of Cluster {cluster_name}'s configuration")), None)
-    } else if cluster_status.exporters.contains(&name) {
+    } else if !cluster_status.exporters.contains(&name) {
+        (Health::progressing("Pending", format!("waiting for Cluster {cluster_name} to take the configuration")), None)
+    } else if !is_true(&cluster_status.conditions, READY) {
+        (
+            Health::progressing(
+                "Loading",
+                format!(
+                    "configured in ConfigMap {config_map}, waiting for Cluster {cluster_name}'s brokers to run it ({})",
+                    cluster_status.progress
+                ),
+            ),
+            None,
+        )
+    } else {
         let applied = AppliedTo {
             cluster: cluster_name.clone(),
             config_map: config_map.clone(),
             config_hash: cluster_status.config_hash.clone(),
         };
         (
-            Health::ready("Applied", format!("configured in ConfigMap {config_map} of Cluster {cluster_name}")),
+            Health::ready(
+                "Loaded",
+                format!("every broker of Cluster {cluster_name} runs the configuration in ConfigMap {config_map}"),
+            ),
             Some(applied),
         )
-    } else {
-        (Health::progressing("Pending", format!("waiting for Cluster {cluster_name} to take the configuration")), None)
     };
     let ready = matches!(health, Health::Ready { .. });
     report(&ctx, &exporter, health, applied_to).await?;

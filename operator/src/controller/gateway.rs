@@ -57,6 +57,7 @@ pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Resu
         desired: gateway.spec.replicas,
         current: observed.updated_replicas.unwrap_or(0).min(observed.replicas.unwrap_or(0)),
         ready: observed.ready_replicas.unwrap_or(0),
+        updated: observed.updated_replicas.unwrap_or(0),
         observed: observed.observed_generation >= deployment.metadata.generation,
     };
     let previous = gateway.status.clone().unwrap_or_default().conditions;

@@ -49,8 +49,10 @@ use crate::status::Transition;
 pub enum Error {
     #[error("{kind} has no namespace")]
     NoNamespace { kind: &'static str },
-    #[error("API request failed: {0}")]
+    #[error("a request to the Kubernetes API failed: {}", describe(.0))]
     Kube(#[from] kube::Error),
+    #[error("could not apply {kind} {name}: {}", describe(.source))]
+    Apply { kind: String, name: String, source: kube::Error },
     #[error("cannot build the cluster's objects: {0}")]
     Build(#[from] BuildError),
     #[error("cannot build the gateway's objects: {0}")]
@@ -62,15 +64,15 @@ pub enum Error {
 impl Error {
     /// Someone else wrote first; retry soon.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube(kube::Error::Api(status)) if status.code == 409)
+        matches!(self, Error::Kube(kube::Error::Api(status)) | Error::Apply { source: kube::Error::Api(status), .. } if status.code == 409)
     }
 
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
             Error::NoNamespace { .. } => "no_namespace",
-            Error::Kube(_) if self.is_conflict() => "conflict",
-            Error::Kube(_) => "api",
+            Error::Kube(_) | Error::Apply { .. } if self.is_conflict() => "conflict",
+            Error::Kube(_) | Error::Apply { .. } => "api",
             Error::Build(_) | Error::GatewayBuild(_) => "build",
             Error::Encode(_) => "encode",
         }
@@ -107,15 +109,28 @@ impl Context {
     }
 }
 
+/// What the API server said, as a sentence: its own message for a refusal (not the debug form of
+/// the whole response), the error itself otherwise.
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Server-side applies `object` under the operator's field manager, taking over fields others set.
-async fn apply<K>(client: &Client, object: &K) -> Result<K, kube::Error>
+async fn apply<K>(client: &Client, object: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
 {
     let namespace = object.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&object.name_any(), &params, &Patch::Apply(object)).await
+    api.patch(&object.name_any(), &params, &Patch::Apply(object)).await.map_err(|source| Error::Apply {
+        kind: K::kind(&()).into_owned(),
+        name: object.name_any(),
+        source,
+    })
 }
 
 /// Server-side applies the status of `object`.

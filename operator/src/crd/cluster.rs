@@ -96,17 +96,39 @@ impl PullPolicy {
 pub const RESERVED_CONFIG_KEYS: &[&str] =
     &["node_id", "cluster_size", "partitions", "replication_factor", "peers", "data_dir", "exporters"];
 
+/// The schema of `spec.config`: any object, except that the reserved keys are refused.
+///
+/// CEL cannot look into an object that only has `x-kubernetes-preserve-unknown-fields` (the API server
+/// gives it no type, so `k in self` and `has(self.k)` do not compile). Declaring each reserved key as
+/// a typed property makes `has(self.<key>)` legal while every other key is still kept as written; a
+/// reserved key of the wrong type is refused by its type instead of by the rule.
 fn broker_config_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = free_form_object(generator);
-    let keys = RESERVED_CONFIG_KEYS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
+    let properties: serde_json::Map<String, serde_json::Value> =
+        RESERVED_CONFIG_KEYS.iter().map(|key| ((*key).to_owned(), reserved_key_schema(key))).collect();
+    let rule = RESERVED_CONFIG_KEYS.iter().map(|key| format!("!has(self.{key})")).collect::<Vec<_>>().join(" && ");
+    schema.insert("properties".into(), properties.into());
     schema.insert(
         "x-kubernetes-validations".into(),
         serde_json::json!([{
-            "rule": format!("[{keys}].all(k, !(k in self))"),
+            "rule": rule,
             "message": format!("config must not set keys the operator owns: {}", RESERVED_CONFIG_KEYS.join(", "))
         }]),
     );
     schema
+}
+
+/// The type the broker gives a reserved key, so the declared property matches what users would write.
+fn reserved_key_schema(key: &str) -> serde_json::Value {
+    let description = "Owned by the operator; refused here.";
+    match key {
+        "peers" => serde_json::json!({"type": "array", "items": {"type": "string"}, "description": description}),
+        "data_dir" => serde_json::json!({"type": "string", "description": description}),
+        "exporters" => serde_json::json!({
+            "type": "object", "x-kubernetes-preserve-unknown-fields": true, "description": description
+        }),
+        _ => serde_json::json!({"type": "integer", "description": description}),
+    }
 }
 
 /// Persistent storage of each broker.
