@@ -22,7 +22,7 @@ fi
 bench_args=("$@")
 ((${#bench_args[@]})) || bench_args=(--in-flight 32,128 --duration 20)
 
-(cd "$root" && cargo build --release -p waggle --quiet)
+(cd "$root" && cargo build --release --workspace --all-targets --quiet)
 waggle="$CARGO_TARGET_DIR/release/waggle"
 work="$(mktemp -d "$root/.bench-XXXXXX")"
 node_pid=""

@@ -2,7 +2,9 @@
 # Runs the compatibility suite: the real Zeebe clients (pyzeebe, zbctl, @camunda8/sdk) against
 # `waggle dev` nodes that the pytest fixtures start on free ports. Called by scripts/test.sh after
 # scripts/setup.sh (which installs the clients into tests/clients/node_modules and tests/clients/.venv).
-# Builds the waggle binary first unless WAGGLE_BIN points at one; extra arguments go to pytest.
+# Builds the waggle binary first unless WAGGLE_BIN points at one (the whole workspace, as scripts/test.sh
+# does: building one package alone unifies features differently and would recompile RocksDB); extra
+# arguments go to pytest.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,7 +12,7 @@ root="$(cd "$here/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/waggle-target}"
 
 if [[ -z ${WAGGLE_BIN:-} ]]; then
-    (cd "$root" && cargo build --release -p waggle)
+    (cd "$root" && cargo build --release --workspace --all-targets)
     export WAGGLE_BIN="$CARGO_TARGET_DIR/release/waggle"
 fi
 if [[ ! -x $WAGGLE_BIN ]]; then
