@@ -31,7 +31,6 @@ pub use waggle_engine::processor::ProcessingLimits;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionError, PartitionSetup};
 use crate::raft::network::Peers;
-use crate::service::BrokerService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerStartError {

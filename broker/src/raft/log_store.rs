@@ -25,11 +25,13 @@ pub struct LogStore {
     db: Arc<Database>,
     /// The last committed log index, for metrics (openraft's metrics do not report it).
     committed: Arc<AtomicU64>,
+    /// Counts the synchronous appends, so that a benchmark can tell how many commands shared each.
+    fsyncs: IntCounter,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>, committed: Arc<AtomicU64>) -> Self {
-        let store = Self { db, committed };
+    pub fn new(db: Arc<Database>, committed: Arc<AtomicU64>, fsyncs: IntCounter) -> Self {
+        let store = Self { db, committed, fsyncs };
         if let Ok(Some(Some(last))) = store.read_meta::<Option<LogId<u64>>>(COMMITTED) {
             store.committed.store(last.index, Ordering::Relaxed);
         }
