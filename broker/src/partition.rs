@@ -356,15 +356,14 @@ impl Driver {
             self.beat.store(now_millis() as u64, Ordering::Relaxed);
             // Only a leader has time-driven work; a follower just watches for becoming one.
             let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-            let wait = if leading {
-                self.engine
-                    .next_due(&StateReader::new(&self.db))
-                    .map(|due| Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_TICK))
-                    .unwrap_or(IDLE_TICK)
-            } else {
-                FOLLOWER_POLL
+            let due = if leading { self.engine.next_due(&StateReader::new(&self.db)) } else { None };
+            let wait = match (leading, due) {
+                (false, _) => FOLLOWER_POLL,
+                (true, Some(due)) => Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_TICK),
+                (true, None) => IDLE_TICK,
             };
             let mut batch = Vec::new();
+            let mut ticked = false;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 received = self.receiver.recv() => match received {
@@ -377,8 +376,14 @@ impl Driver {
                         continue;
                     }
                     self.waiters.retain(|_, waiter| !waiter.is_closed());
-                    batch.push(Submission { input: Input::Tick, reply: None, received: Instant::now() });
+                    ticked = true;
                 }
+            }
+            // Under steady load a command is always ready before the timer fires, so due work (job
+            // time-outs, message expiry, resends, deferred activations) rides along with the batch
+            // instead of waiting for a quiet moment that may never come.
+            if ticked || due.is_some_and(|due| due <= now_millis()) {
+                batch.push(Submission { input: Input::Tick, reply: None, received: Instant::now() });
             }
             while batch.len() < MAX_BATCH {
                 match self.receiver.try_recv() {

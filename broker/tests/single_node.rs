@@ -52,14 +52,18 @@ async fn execute_when_leading(addr: std::net::SocketAddr, command: &ClientComman
 }
 
 fn activate() -> ClientCommand {
-    ClientCommand::ActivateJobs(ActivateJobs {
+    ClientCommand::ActivateJobs(activate_command())
+}
+
+fn activate_command() -> ActivateJobs {
+    ActivateJobs {
         job_type: "work".into(),
         worker: "test".into(),
         timeout: 60_000,
         max_jobs_to_activate: 10,
         fetch_variables: vec![],
         tenant_ids: vec![],
-    })
+    }
 }
 
 fn deploy() -> ClientCommand {
@@ -119,6 +123,56 @@ async fn acknowledged_work_survives_a_restart_on_the_same_data_directory() {
         execute_when_leading(broker.command_addr, &create()).await,
         CommandResult::ProcessInstanceCreated(_)
     ));
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}
+
+/// Due work (here a job's time-out) used to wait for a moment without commands: under steady load
+/// a command was always ready before the timer, and time-driven work never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_times_out_while_commands_keep_arriving() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let broker = start(dir.path(), shutdown.clone()).await;
+    let addr = broker.command_addr;
+    assert!(matches!(execute_when_leading(addr, &deploy()).await, CommandResult::Deployed { .. }));
+    assert!(matches!(execute_when_leading(addr, &create()).await, CommandResult::ProcessInstanceCreated(_)));
+    let short = |max_jobs_to_activate| {
+        ClientCommand::ActivateJobs(ActivateJobs { timeout: 200, max_jobs_to_activate, ..activate_command() })
+    };
+    let CommandResult::JobsActivated { jobs } = execute_when_leading(addr, &short(1)).await else { panic!() };
+    let timed_out = jobs[0].key;
+
+    let load = CancellationToken::new();
+    let mut creators = Vec::new();
+    for _ in 0..16 {
+        let load = load.clone();
+        creators.push(tokio::spawn(async move {
+            let mut client = BrokerClient::connect(format!("http://{addr}")).await.expect("broker answers");
+            let payload = command::encode(&create());
+            while !load.is_cancelled() {
+                let envelope = CommandEnvelope { partition_id: 1, payload: payload.clone() };
+                client.execute(envelope).await.expect("execute succeeds at the transport level");
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reactivated = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Refusals for back-pressure are fine here: the load is meant to fill the queue.
+        let activated = execute(addr, &short(1000)).await;
+        if matches!(activated, Ok(CommandResult::JobsActivated { jobs }) if jobs.iter().any(|job| job.key == timed_out)) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    load.cancel();
+    for creator in creators {
+        creator.await.unwrap();
+    }
+    assert!(reactivated, "the job's 200 ms time-out passed 10 s ago, yet it was never activatable again");
     shutdown.cancel();
     broker.stopped.await.unwrap();
 }
