@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     pub stall_timeout: std::time::Duration,
     /// Free bytes on the data directory's disk below which the broker takes no new commands.
     pub min_free_disk_bytes: u64,
+    /// Free bytes below which the broker writes nothing more to its log (neither as leader nor as
+    /// follower), so that a disk never fills up under raft. At most `min_free_disk_bytes`.
+    pub replication_min_free_disk_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -64,6 +67,7 @@ impl BrokerConfig {
             processing: ProcessingLimits::default(),
             stall_timeout: std::time::Duration::from_secs(30),
             min_free_disk_bytes: 256 * 1024 * 1024,
+            replication_min_free_disk_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -119,6 +123,16 @@ impl BrokerConfig {
         }
         if self.processing.max_deferrals_without_wait == 0 {
             return Err(invalid("max-deferrals-without-wait", "must be at least 1"));
+        }
+        if self.replication_min_free_disk_bytes > self.min_free_disk_bytes {
+            return Err(invalid(
+                "replication-min-free-disk-bytes",
+                format!(
+                    "is {} but must not exceed min-free-disk-bytes ({}): the broker stops taking commands before it \
+                     stops replicating",
+                    self.replication_min_free_disk_bytes, self.min_free_disk_bytes
+                ),
+            ));
         }
         if self.snapshot_interval < 10 {
             return Err(invalid(

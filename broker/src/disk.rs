@@ -2,10 +2,18 @@
 //! broker takes no new commands.
 //!
 //! A full disk is the one fault a broker cannot ride out: raft can no longer append, and a write
-//! that fails half-way leaves the partition stuck. So the broker stops accepting client commands
-//! while there is still room (`min_free_disk_bytes`), answering RESOURCE_EXHAUSTED with the reason,
-//! and what is already in flight and the messages between partitions can still be written. The
-//! space is sampled every second; once it is freed, commands are accepted again by themselves.
+//! that fails half-way stops the partition's raft for good. So the broker backs off in two steps
+//! while there is still room:
+//!
+//! 1. below `min_free_disk_bytes` it takes no new client commands, answering RESOURCE_EXHAUSTED
+//!    with the reason; what is already in flight, time-driven work and the messages between
+//!    partitions can still be written;
+//! 2. below `replication_min_free_disk_bytes` it writes nothing more to its log: a leader stops
+//!    appending batches, and a follower refuses the entries and snapshots its leader sends (the
+//!    leader retries them later). Heartbeats and votes still flow, so leadership stays put.
+//!
+//! The space is sampled every second; once it is freed, the broker takes commands and replicates
+//! again by itself, without a restart.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -22,18 +30,25 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct DiskWatch {
     free_bytes: AtomicU64,
-    watermark_bytes: u64,
+    watermarks: Watermarks,
+}
+
+/// Free bytes below which the broker refuses commands, and below which it stops writing its log.
+#[derive(Clone, Copy, Debug)]
+pub struct Watermarks {
+    pub commands: u64,
+    pub replication: u64,
 }
 
 impl DiskWatch {
     /// Samples the free space of `dir` now and then every second until `shutdown`.
     pub fn start(
         dir: PathBuf,
-        watermark_bytes: u64,
+        watermarks: Watermarks,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<DiskWatch> {
-        let watch = Arc::new(DiskWatch { free_bytes: AtomicU64::new(u64::MAX), watermark_bytes });
+        let watch = Arc::new(DiskWatch { free_bytes: AtomicU64::new(u64::MAX), watermarks });
         watch.sample(&dir, &metrics);
         let sampler = watch.clone();
         tokio::spawn(async move {
@@ -50,32 +65,52 @@ impl DiskWatch {
     fn sample(&self, dir: &Path, metrics: &Metrics) {
         match free_bytes(dir) {
             Ok(free) => {
-                let was_low = self.is_low();
-                self.free_bytes.store(free, Ordering::Relaxed);
+                let before = self.free_bytes.swap(free, Ordering::Relaxed);
                 metrics.disk_free_bytes.set(free.min(i64::MAX as u64) as i64);
-                match (was_low, self.is_low()) {
-                    (false, true) => tracing::warn!(
-                        free,
-                        watermark = self.watermark_bytes,
-                        "disk space is below min_free_disk_bytes: refusing new commands"
-                    ),
-                    (true, false) => tracing::info!(free, "disk space is above min_free_disk_bytes again"),
-                    _ => {}
-                }
+                self.report_crossings(before, free);
             }
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot read the free disk space"),
         }
     }
 
-    fn is_low(&self) -> bool {
-        self.free_bytes.load(Ordering::Relaxed) < self.watermark_bytes
+    fn report_crossings(&self, before: u64, free: u64) {
+        let Watermarks { commands, replication } = self.watermarks;
+        match (before < commands, free < commands) {
+            (false, true) => tracing::warn!(
+                free,
+                watermark = commands,
+                "disk space is below min_free_disk_bytes: refusing new commands"
+            ),
+            (true, false) => tracing::info!(free, "disk space is above min_free_disk_bytes again: taking commands"),
+            _ => {}
+        }
+        match (before < replication, free < replication) {
+            (false, true) => tracing::warn!(
+                free,
+                watermark = replication,
+                "disk space is below replication_min_free_disk_bytes: writing nothing more to the log"
+            ),
+            (true, false) => {
+                tracing::info!(free, "disk space is above replication_min_free_disk_bytes again: replicating")
+            }
+            _ => {}
+        }
     }
 
-    /// `Err((free, watermark))` while the free space is below the watermark.
+    /// `Err((free, watermark))` while the free space is below the watermark for new commands.
     pub fn check(&self) -> Result<(), (u64, u64)> {
+        self.below(self.watermarks.commands)
+    }
+
+    /// `Err((free, watermark))` while the free space is too low to write anything to the log.
+    pub fn check_replication(&self) -> Result<(), (u64, u64)> {
+        self.below(self.watermarks.replication)
+    }
+
+    fn below(&self, watermark: u64) -> Result<(), (u64, u64)> {
         let free = self.free_bytes.load(Ordering::Relaxed);
-        if free < self.watermark_bytes {
-            Err((free, self.watermark_bytes))
+        if free < watermark {
+            Err((free, watermark))
         } else {
             Ok(())
         }

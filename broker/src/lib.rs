@@ -105,8 +105,9 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
     let addresses: Arc<Vec<String>> = Arc::new((0..config.cluster_size).map(|n| config.peer_addr(n)).collect());
     let relay =
         Arc::new(relay::Relay::start(&config, addresses.clone(), local.clone(), peers.clone(), shutdown.clone()));
-    let disk =
-        disk::DiskWatch::start(config.data_dir.clone(), config.min_free_disk_bytes, metrics.clone(), shutdown.clone());
+    let watermarks =
+        disk::Watermarks { commands: config.min_free_disk_bytes, replication: config.replication_min_free_disk_bytes };
+    let disk = disk::DiskWatch::start(config.data_dir.clone(), watermarks, metrics.clone(), shutdown.clone());
     let mut partitions = HashMap::new();
     for partition_id in config.local_partitions() {
         let members: BTreeMap<u64, String> =

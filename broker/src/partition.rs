@@ -184,6 +184,7 @@ impl Partition {
             jobs: setup.jobs,
             relay: setup.relay,
             deployments: HashMap::new(),
+            disk: setup.disk.clone(),
         };
         let driver = tokio::spawn(driver.run(setup.shutdown));
         Ok(Arc::new(Partition {
@@ -245,6 +246,14 @@ impl Partition {
             mpsc::error::TrySendError::Full(_) => BrokerError::Backpressure { partition_id: self.id },
             mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
         })
+    }
+
+    /// Whether this replica may write to its log now: not while its disk is below the replication
+    /// watermark (see [`crate::disk`]).
+    pub fn log_space(&self) -> Result<(), BrokerError> {
+        self.disk
+            .check_replication()
+            .map_err(|(free_bytes, watermark_bytes)| BrokerError::LogSpaceLow { free_bytes, watermark_bytes })
     }
 
     pub fn leader(&self) -> Option<u32> {
@@ -323,6 +332,7 @@ struct Driver {
     /// Deploy answers held until every partition has the deployment, by deployment key.
     deployments: HashMap<i64, (oneshot::Sender<BrokerReply>, CommandResult, Instant)>,
     limits: ProcessingLimits,
+    disk: Arc<DiskWatch>,
 }
 
 /// Runs `process` on the overlay; if it panics, undoes its writes and returns the panic's message.
@@ -398,6 +408,13 @@ impl Driver {
                 self.refuse(batch);
                 continue;
             }
+            if let Err((free_bytes, watermark_bytes)) = self.disk.check_replication() {
+                // Partition messages are resent by their source until acknowledged, and due work
+                // stays due, so nothing is lost by not writing this batch.
+                self.refuse_with(batch, BrokerError::LogSpaceLow { free_bytes, watermark_bytes });
+                tokio::time::sleep(IDLE_TICK).await;
+                continue;
+            }
             self.process(batch, &label).await;
         }
         tracing::debug!(partition = self.id, "partition driver stopped");
@@ -461,9 +478,13 @@ impl Driver {
 
     fn refuse(&self, batch: Vec<Submission>) {
         let leader = self.raft.metrics().borrow().current_leader;
+        self.refuse_with(batch, BrokerError::NotLeader { partition_id: self.id, leader });
+    }
+
+    fn refuse_with(&self, batch: Vec<Submission>, error: BrokerError) {
         for submission in batch {
             if let Some(reply) = submission.reply {
-                let _ = reply.send(Err(BrokerError::NotLeader { partition_id: self.id, leader }));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

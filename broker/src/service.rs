@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use openraft::raft::AppendEntriesRequest;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -23,8 +24,8 @@ use waggle_protocol::topology::BrokerInfo;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::partition::{JobAvailable, Partition};
-use crate::raft::encode;
 use crate::raft::network::RaftKind;
+use crate::raft::{encode, TypeConfig};
 
 pub struct BrokerService {
     pub config: BrokerConfig,
@@ -106,16 +107,31 @@ impl Broker for BrokerService {
         let malformed = |e: postcard::Error| Status::invalid_argument(format!("malformed raft message: {e}"));
         let kind = RaftKind::from_code(envelope.kind)
             .ok_or_else(|| Status::invalid_argument(format!("unknown raft message kind {}", envelope.kind)))?;
+        // Below the replication watermark this replica takes no entries and no snapshots; the leader
+        // retries them on its next heartbeat. Heartbeats and votes still go through, and refused
+        // entries still count as word from the leader (they are applied without their entries),
+        // so this replica does not start elections it cannot win.
+        let log_space = || partition.log_space().map_err(|e| Status::resource_exhausted(e.to_string()));
         let payload = match kind {
-            RaftKind::AppendEntries => encode(
-                &partition.raft.append_entries(postcard::from_bytes(&envelope.payload).map_err(malformed)?).await,
-            ),
+            RaftKind::AppendEntries => {
+                let request: AppendEntriesRequest<TypeConfig> =
+                    postcard::from_bytes(&envelope.payload).map_err(malformed)?;
+                if let (false, Err(refusal)) = (request.entries.is_empty(), log_space()) {
+                    let heartbeat = AppendEntriesRequest { entries: Vec::new(), ..request };
+                    let _ = partition.raft.append_entries(heartbeat).await;
+                    return Err(refusal);
+                }
+                encode(&partition.raft.append_entries(request).await)
+            }
             RaftKind::Vote => {
                 encode(&partition.raft.vote(postcard::from_bytes(&envelope.payload).map_err(malformed)?).await)
             }
-            RaftKind::InstallSnapshot => encode(
-                &partition.raft.install_snapshot(postcard::from_bytes(&envelope.payload).map_err(malformed)?).await,
-            ),
+            RaftKind::InstallSnapshot => {
+                log_space()?;
+                encode(
+                    &partition.raft.install_snapshot(postcard::from_bytes(&envelope.payload).map_err(malformed)?).await,
+                )
+            }
         };
         Ok(Response::new(RaftEnvelope { partition_id: envelope.partition_id, kind: envelope.kind, payload }))
     }

@@ -42,6 +42,7 @@ pub struct BrokerSettings {
     pub max_deferrals_without_wait: Option<u32>,
     pub stall_timeout: Option<u64>,
     pub min_free_disk_bytes: Option<u64>,
+    pub replication_min_free_disk_bytes: Option<u64>,
     /// Exporter settings, written by the operator; this build ships no exporters yet, so the table is
     /// accepted and reported at start-up rather than silently dropped.
     pub exporters: Option<toml::Table>,
@@ -68,6 +69,7 @@ pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<Brok
             "exporters are configured, but this build of Waggle ships no exporters yet: no records are exported"
         );
     }
+    let min_free_disk_bytes = given.min_free_disk_bytes.or(file.min_free_disk_bytes).unwrap_or(256 * 1024 * 1024);
     let config = BrokerConfig {
         node_id: given.node_id.or(file.node_id).unwrap_or(0),
         cluster_size: given.cluster_size.or(file.cluster_size).unwrap_or(1),
@@ -91,7 +93,11 @@ pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<Brok
         queue_capacity: given.queue_capacity.or(file.queue_capacity).unwrap_or(4096),
         snapshot_interval: given.snapshot_interval.or(file.snapshot_interval).unwrap_or(10_000),
         stall_timeout: std::time::Duration::from_secs(given.stall_timeout.or(file.stall_timeout).unwrap_or(30)),
-        min_free_disk_bytes: given.min_free_disk_bytes.or(file.min_free_disk_bytes).unwrap_or(256 * 1024 * 1024),
+        min_free_disk_bytes,
+        replication_min_free_disk_bytes: given
+            .replication_min_free_disk_bytes
+            .or(file.replication_min_free_disk_bytes)
+            .unwrap_or(min_free_disk_bytes.min(64 * 1024 * 1024)),
         processing: {
             let defaults = ProcessingLimits::default();
             ProcessingLimits {

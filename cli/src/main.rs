@@ -104,6 +104,10 @@ struct BrokerArgs {
     /// RESOURCE_EXHAUSTED (default 256 MiB; 0 turns the check off).
     #[arg(long, env = "WAGGLE_MIN_FREE_DISK_BYTES")]
     min_free_disk_bytes: Option<u64>,
+    /// Free bytes below which the broker writes nothing more to its log, as leader or follower, so
+    /// that raft never meets a full disk (default 64 MiB, at most min-free-disk-bytes; 0 turns it off).
+    #[arg(long, env = "WAGGLE_REPLICATION_MIN_FREE_DISK_BYTES")]
+    replication_min_free_disk_bytes: Option<u64>,
 }
 
 #[derive(Args)]
@@ -209,6 +213,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max_deferrals_without_wait: args.max_deferrals_without_wait,
                 stall_timeout: args.stall_timeout,
                 min_free_disk_bytes: args.min_free_disk_bytes,
+                replication_min_free_disk_bytes: args.replication_min_free_disk_bytes,
                 exporters: None,
             };
             let broker = config::broker_config(overrides, file)?;

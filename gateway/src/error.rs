@@ -27,7 +27,9 @@ pub fn rejection_code(kind: RejectionType) -> Code {
 /// The status code for a broker that could not hand the command to its engine.
 pub fn broker_error_code(error: &BrokerError) -> Code {
     match error {
-        BrokerError::Backpressure { .. } | BrokerError::DiskSpaceLow { .. } => Code::ResourceExhausted,
+        BrokerError::Backpressure { .. } | BrokerError::DiskSpaceLow { .. } | BrokerError::LogSpaceLow { .. } => {
+            Code::ResourceExhausted
+        }
         BrokerError::Timeout { .. } => Code::DeadlineExceeded,
         BrokerError::NotLeader { .. } | BrokerError::PartitionNotFound { .. } | BrokerError::ShuttingDown => {
             Code::Unavailable
@@ -140,6 +142,7 @@ mod tests {
         let cases = [
             (BrokerError::Backpressure { partition_id: 1 }, Code::ResourceExhausted),
             (BrokerError::DiskSpaceLow { free_bytes: 1, watermark_bytes: 2 }, Code::ResourceExhausted),
+            (BrokerError::LogSpaceLow { free_bytes: 1, watermark_bytes: 2 }, Code::ResourceExhausted),
             (BrokerError::Timeout { millis: 5 }, Code::DeadlineExceeded),
             (BrokerError::NotLeader { partition_id: 1, leader: None }, Code::Unavailable),
             (BrokerError::PartitionNotFound { partition_id: 1 }, Code::Unavailable),

@@ -613,8 +613,14 @@ async fn an_exporter_is_ready_only_once_its_brokers_run_it() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    eventually("the Exporter to still wait", Duration::from_secs(5), exporter_state("Progressing/Loading")).await;
+    let degraded =
+        eventually("the Exporter to name its missing Secret", Duration::from_secs(30), exporter_state("Degraded"))
+            .await;
+    assert!(
+        degraded
+            .starts_with("Degraded/SecretMissing: broker Pod x-broker-0 cannot start: secret \"audit-db\" not found"),
+        "{degraded}"
+    );
 
     let secret: Secret =
         serde_json::from_value(json!({ "metadata": { "name": "audit-db" }, "stringData": { "password": "s3cret" } }))

@@ -166,6 +166,12 @@ pub enum BrokerError {
          min_free_disk_bytes watermark of {watermark_bytes}; free disk space or grow the volume, and it resumes"
     )]
     DiskSpaceLow { free_bytes: u64, watermark_bytes: u64 },
+    #[error(
+        "the broker writes nothing to its log: its data directory's disk has {free_bytes} bytes free, below the \
+         replication_min_free_disk_bytes watermark of {watermark_bytes}; free disk space or grow the volume, and it \
+         resumes"
+    )]
+    LogSpaceLow { free_bytes: u64, watermark_bytes: u64 },
 }
 
 /// The payload of a broker's answer to a command.

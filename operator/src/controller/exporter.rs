@@ -4,17 +4,23 @@
 //! is Ready on the configuration that contains it, i.e. every broker has restarted with it. A broker
 //! that cannot start with it (for example because a Secret it names is missing) keeps the Cluster,
 //! and so the Exporter, from being Ready.
+//!
+//! The operator never reads Secrets (least privilege: credentials are passed to the brokers by
+//! reference). So to say *why* such an Exporter is not Ready, it reads what the kubelet reports
+//! instead: a broker Pod whose container waits with `CreateContainerConfigError` naming one of
+//! the Exporter's Secrets makes the Exporter Degraded with that message.
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
 use super::{apply_status, Context, Error, RESYNC, WAIT};
-use crate::builders::render_broker_config;
+use crate::builders::{cluster_selector_labels, render_broker_config, selector_string};
 use crate::crd::{AppliedTo, Cluster, Exporter, ExporterStatus};
 use crate::status::{conditions, is_true, transition, Health, READY};
 
@@ -48,6 +54,8 @@ pub async fn reconcile_exporter(exporter: Arc<Exporter>, ctx: Arc<Context>) -> R
         (Health::ready("Disabled", format!("disabled; left out of Cluster {cluster_name}'s configuration")), None)
     } else if !cluster_status.exporters.contains(&name) {
         (Health::progressing("Pending", format!("waiting for Cluster {cluster_name} to take the configuration")), None)
+    } else if let Some(problem) = missing_secret(&ctx, &exporter, &namespace, cluster_name).await? {
+        (Health::degraded("SecretMissing", problem), None)
     } else if !is_true(&cluster_status.conditions, READY) {
         (
             Health::progressing(
@@ -78,6 +86,50 @@ pub async fn reconcile_exporter(exporter: Arc<Exporter>, ctx: Arc<Context>) -> R
     Ok(Action::requeue(if ready { RESYNC } else { WAIT }))
 }
 
+/// Why a broker Pod of the Cluster cannot start for want of a Secret this Exporter names, if one
+/// cannot: the kubelet's own words (`secret "x" not found`, `couldn't find key k in Secret ns/x`).
+async fn missing_secret(
+    ctx: &Context,
+    exporter: &Exporter,
+    namespace: &str,
+    cluster_name: &str,
+) -> Result<Option<String>, Error> {
+    let secrets = &exporter.spec.secret_settings;
+    if secrets.is_empty() {
+        return Ok(None);
+    }
+    let selector = selector_string(&cluster_selector_labels(cluster_name));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    for pod in &pods.items {
+        let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+        let waiting = statuses.into_iter().flatten().filter_map(|c| c.state.as_ref()?.waiting.as_ref());
+        for waiting in waiting {
+            if waiting.reason.as_deref() != Some("CreateContainerConfigError") {
+                continue;
+            }
+            let message = waiting.message.as_deref().unwrap_or_default();
+            let named = secrets.iter().find(|s| names_secret(message, namespace, &s.secret_key_ref.name));
+            if let Some(setting) = named {
+                return Ok(Some(format!(
+                    "broker Pod {} cannot start: {message} (setting {} of this Exporter refers to it); create the \
+                     Secret and the broker starts by itself",
+                    pod.name_any(),
+                    setting.name
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a kubelet message is about the Secret `name`: `secret "name" not found`, or
+/// `couldn't find key k in Secret namespace/name`.
+fn names_secret(message: &str, namespace: &str, name: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains(&format!("secret \"{name}\"")) || message.ends_with(&format!("secret {namespace}/{name}"))
+}
+
 async fn report(
     ctx: &Context,
     exporter: &Exporter,
@@ -96,4 +148,18 @@ async fn report(
         ctx.publish(exporter, "Reconcile", event).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_secret;
+
+    #[test]
+    fn kubelet_messages_name_the_secret_they_miss() {
+        assert!(names_secret(r#"secret "audit-db" not found"#, "shop", "audit-db"));
+        assert!(names_secret("couldn't find key password in Secret shop/audit-db", "shop", "audit-db"));
+        assert!(!names_secret(r#"secret "audit-db-2" not found"#, "shop", "audit-db"));
+        assert!(!names_secret("couldn't find key password in Secret shop/audit-db-2", "shop", "audit-db"));
+        assert!(!names_secret(r#"configmap "audit-db" not found"#, "shop", "audit-db"));
+    }
 }

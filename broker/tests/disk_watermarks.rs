@@ -1,0 +1,255 @@
+//! Brokers on a disk that really fills up: a ballast file takes the space (fallocate reserves real
+//! blocks), and removing it gives the space back. Each watermark sits 512 MiB below the free space
+//! at the start, so other writers on the same disk cannot cross it by accident, and the 1 GiB
+//! ballast crosses it for sure. Nothing is restarted: the brokers must resume by themselves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use waggle_broker::{BrokerConfig, RunningBroker};
+use waggle_protocol::broker_rpc::broker_client::BrokerClient;
+use waggle_protocol::broker_rpc::CommandEnvelope;
+use waggle_protocol::command::{
+    self, BrokerError, BrokerReply, ClientCommand, CommandResult, CreateProcessInstance, DEFAULT_TENANT,
+};
+use waggle_protocol::record::DeploymentResource;
+
+const MIB: u64 = 1024 * 1024;
+
+const MODEL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d" targetNamespace="t">
+  <bpmn:process id="one" isExecutable="true">
+    <bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work" />
+    <bpmn:serviceTask id="work"><bpmn:extensionElements><zeebe:taskDefinition type="work" /></bpmn:extensionElements></bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end" />
+    <bpmn:endEvent id="end" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+
+fn deploy() -> ClientCommand {
+    ClientCommand::Deploy {
+        resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
+        tenant_id: DEFAULT_TENANT.into(),
+    }
+}
+
+fn create() -> ClientCommand {
+    ClientCommand::CreateProcessInstance(CreateProcessInstance {
+        process_definition_key: 0,
+        bpmn_process_id: "one".into(),
+        version: -1,
+        variables: "{}".into(),
+        tenant_id: DEFAULT_TENANT.into(),
+        await_result: None,
+    })
+}
+
+async fn execute(addr: SocketAddr, command: &ClientCommand) -> BrokerReply {
+    let mut client = BrokerClient::connect(format!("http://{addr}")).await.expect("broker answers");
+    let reply = client
+        .execute(CommandEnvelope { partition_id: 1, payload: command::encode(command) })
+        .await
+        .expect("execute succeeds at the transport level");
+    command::decode::<BrokerReply>(&reply.into_inner().payload).expect("reply decodes")
+}
+
+/// Sends `command` until the answer satisfies `done`, for at most `limit`; the last answer.
+async fn execute_until(
+    addr: SocketAddr,
+    command: &ClientCommand,
+    limit: Duration,
+    done: impl Fn(&BrokerReply) -> bool,
+) -> BrokerReply {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = execute(addr, command).await;
+        if done(&reply) || Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of the metric line that starts with `series` (a name, with its labels if it has any).
+async fn metric(broker: &RunningBroker, series: &str) -> i64 {
+    let text = http_get(broker.management_addr, "/metrics").await;
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{series} is missing from the metrics"))
+        .trim()
+        .parse()
+        .expect("an integer metric")
+}
+
+/// Free bytes on the file system holding `dir`, as the broker measures them.
+fn free_bytes(dir: &Path) -> u64 {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a valid NUL-terminated path and a writable buffer, read only after success.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) }, 0);
+    // SAFETY: statvfs succeeded, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    stat.f_bavail * stat.f_frsize
+}
+
+/// A file that really takes `bytes` of the disk until it is dropped.
+struct Ballast(PathBuf);
+
+impl Ballast {
+    fn take(dir: &Path, bytes: u64) -> Ballast {
+        let path = dir.join("ballast");
+        let file = std::fs::File::create(&path).unwrap();
+        // SAFETY: a valid open file descriptor; fallocate reserves blocks, unlike a sparse file.
+        let allocated = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, bytes as i64) };
+        assert_eq!(allocated, 0, "fallocate: {}", std::io::Error::last_os_error());
+        Ballast(path)
+    }
+}
+
+impl Drop for Ballast {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A watermark 512 MiB below the free space now, after checking there is room for the ballast.
+fn watermark_below_free_space(dir: &Path) -> u64 {
+    let free = free_bytes(dir);
+    assert!(free > 2048 * MIB, "these tests need 2 GiB free on {}", dir.display());
+    free - 512 * MIB
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_free_disk_watermark_commands_are_refused_saying_why_and_resume_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let watermark = watermark_below_free_space(dir.path());
+    let any = "127.0.0.1:0".parse().unwrap();
+    let config = BrokerConfig {
+        min_free_disk_bytes: watermark,
+        replication_min_free_disk_bytes: 0,
+        ..BrokerConfig::single_node(dir.path().join("data"), any, any)
+    };
+    let shutdown = CancellationToken::new();
+    let broker = waggle_broker::start(config, shutdown.clone()).await.unwrap();
+    let addr = broker.command_addr;
+    let deployed = execute_until(addr, &deploy(), Duration::from_secs(10), Result::is_ok).await;
+    assert!(matches!(deployed, Ok(CommandResult::Deployed { .. })), "{deployed:?}");
+
+    let ballast = Ballast::take(dir.path(), 1024 * MIB);
+    let refusal =
+        execute_until(addr, &create(), Duration::from_secs(10), |r| matches!(r, Err(BrokerError::DiskSpaceLow { .. })))
+            .await;
+    let Err(error @ BrokerError::DiskSpaceLow { free_bytes, watermark_bytes }) = refusal else {
+        panic!("expected a refusal for low disk space within 10 s of filling the disk, got {refusal:?}")
+    };
+    assert_eq!(watermark_bytes, watermark);
+    assert!(free_bytes < watermark, "the free space is measured: {free_bytes}");
+    assert!(error.to_string().contains("min_free_disk_bytes"), "{error}");
+    let gauge = metric(&broker, "waggle_disk_free_bytes").await;
+    assert!(gauge > 0 && (gauge as u64) < watermark, "the gauge shows the low free space: {gauge}");
+
+    drop(ballast);
+    let resumed = execute_until(addr, &create(), Duration::from_secs(10), Result::is_ok).await;
+    assert!(
+        matches!(resumed, Ok(CommandResult::ProcessInstanceCreated(_))),
+        "commands are taken again once space is freed, without a restart: {resumed:?}"
+    );
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}
+
+/// Loopback addresses that were free a moment ago, for brokers that must know each other's
+/// addresses before any of them starts.
+fn free_addresses(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<_> = (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// Runs `command` on whichever of `brokers` leads partition 1, waiting up to 20 s for one to.
+async fn run_on_the_leader(brokers: &[RunningBroker], command: &ClientCommand) -> CommandResult {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for broker in brokers {
+            match execute(broker.command_addr, command).await {
+                Ok(result) => return result,
+                Err(BrokerError::NotLeader { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader among the brokers after 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Three brokers, one partition on all three. The third broker's disk drops below its
+/// replication watermark: it takes no more entries, the other two go on committing, and once the
+/// space is back the third catches up by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_below_the_replication_watermark_takes_no_entries_and_catches_up_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let watermark = watermark_below_free_space(dir.path());
+    let internal = free_addresses(3);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = |node_id: u32, watermark: u64| BrokerConfig {
+        node_id,
+        cluster_size: 3,
+        replication_factor: 3,
+        peers: internal.iter().map(ToString::to_string).collect(),
+        internal_addr: internal[node_id as usize],
+        min_free_disk_bytes: watermark,
+        replication_min_free_disk_bytes: watermark,
+        ..BrokerConfig::single_node(dir.path().join(format!("broker-{node_id}")), any, any)
+    };
+    let shutdown = CancellationToken::new();
+    // The first two elect a leader before the third starts, so the low-disk broker starts as a
+    // follower (a leader below the watermark would keep its partition from writing at all).
+    let mut brokers = Vec::new();
+    for node_id in 0..2 {
+        brokers.push(waggle_broker::start(config(node_id, 0), shutdown.clone()).await.unwrap());
+    }
+    run_on_the_leader(&brokers, &deploy()).await;
+    brokers.push(waggle_broker::start(config(2, watermark), shutdown.clone()).await.unwrap());
+    let commit_index = "waggle_raft_commit_index{partition=\"1\"}";
+    let last_log = "waggle_raft_last_log_index{partition=\"1\"}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&brokers[2], last_log).await < metric(&brokers[0], commit_index).await {
+        assert!(Instant::now() < deadline, "the third broker did not catch up after it started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let ballast = Ballast::take(dir.path(), 1024 * MIB);
+    // The third broker samples its disk once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stalled_at = metric(&brokers[2], last_log).await;
+    for _ in 0..20 {
+        let created = run_on_the_leader(&brokers[..2], &create()).await;
+        assert!(matches!(created, CommandResult::ProcessInstanceCreated(_)), "{created:?}");
+    }
+    let committed = metric(&brokers[0], commit_index).await.max(metric(&brokers[1], commit_index).await);
+    assert!(committed >= stalled_at + 20, "two of three brokers commit on their own: {committed} vs {stalled_at}");
+    assert_eq!(metric(&brokers[2], last_log).await, stalled_at, "the low-disk broker took no entries");
+
+    drop(ballast);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&brokers[2], last_log).await < committed {
+        assert!(Instant::now() < deadline, "the third broker did not catch up within 20 s of freeing the disk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    for broker in brokers {
+        broker.stopped.await.unwrap();
+    }
+}
