@@ -185,6 +185,7 @@ impl Partition {
             relay: setup.relay,
             deployments: HashMap::new(),
             disk: setup.disk.clone(),
+            yielding: false,
         };
         let driver = tokio::spawn(driver.run(setup.shutdown));
         Ok(Arc::new(Partition {
@@ -333,6 +334,9 @@ struct Driver {
     deployments: HashMap<i64, (oneshot::Sender<BrokerReply>, CommandResult, Instant)>,
     limits: ProcessingLimits,
     disk: Arc<DiskWatch>,
+    /// Whether this replica has given up leading because its disk is below the replication
+    /// watermark (see [`Driver::yield_leadership_while_low_on_disk`]).
+    yielding: bool,
 }
 
 /// Runs `process` on the overlay; if it panics, undoes its writes and returns the panic's message.
@@ -364,6 +368,7 @@ impl Driver {
         let label = self.id.to_string();
         loop {
             self.beat.store(now_millis() as u64, Ordering::Relaxed);
+            self.yield_leadership_while_low_on_disk();
             // Only a leader has time-driven work; a follower just watches for becoming one.
             let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
             let due = if leading { self.engine.next_due(&StateReader::new(&self.db)) } else { None };
@@ -418,6 +423,26 @@ impl Driver {
             self.process(batch, &label).await;
         }
         tracing::debug!(partition = self.id, "partition driver stopped");
+    }
+
+    /// A replica that may not write its log cannot serve as leader, while a replica with room could.
+    /// openraft 0.9 has no leadership transfer, so a leader below the replication watermark stops
+    /// sending heartbeats (its followers elect a new leader after an election timeout) and no
+    /// replica below it stands for election; both resume once the disk has room again.
+    fn yield_leadership_while_low_on_disk(&mut self) {
+        let low = self.disk.check_replication().is_err();
+        if low == self.yielding {
+            return;
+        }
+        self.yielding = low;
+        let config = self.raft.runtime_config();
+        config.heartbeat(!low);
+        config.elect(!low);
+        if low {
+            tracing::warn!(partition = self.id, "disk below the replication watermark: not leading this partition");
+        } else {
+            tracing::info!(partition = self.id, "disk has room again: may lead this partition");
+        }
     }
 
     /// Whether this replica leads and has applied everything committed before its term began.

@@ -194,11 +194,12 @@ async fn run_on_the_leader(brokers: &[RunningBroker], command: &ClientCommand) -
     }
 }
 
-/// Three brokers, one partition on all three. The third broker's disk drops below its
-/// replication watermark: it takes no more entries, the other two go on committing, and once the
-/// space is back the third catches up by itself.
+/// Three brokers, one partition on all three. The first broker's disk drops below its replication
+/// watermark. It stands for election first at start-up, so it most likely leads: it must give up
+/// leading (and not stand again) while it cannot write, the other two go on committing, and once
+/// the space is back it catches up by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_below_the_replication_watermark_takes_no_entries_and_catches_up_once_space_is_freed() {
+async fn a_broker_below_the_replication_watermark_neither_leads_nor_takes_entries_and_catches_up_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let watermark = watermark_below_free_space(dir.path());
     let internal = free_addresses(3);
@@ -214,38 +215,37 @@ async fn a_follower_below_the_replication_watermark_takes_no_entries_and_catches
         ..BrokerConfig::single_node(dir.path().join(format!("broker-{node_id}")), any, any)
     };
     let shutdown = CancellationToken::new();
-    // The first two elect a leader before the third starts, so the low-disk broker starts as a
-    // follower (a leader below the watermark would keep its partition from writing at all).
     let mut brokers = Vec::new();
-    for node_id in 0..2 {
-        brokers.push(waggle_broker::start(config(node_id, 0), shutdown.clone()).await.unwrap());
+    for (node_id, watermark) in [(0, watermark), (1, 0), (2, 0)] {
+        brokers.push(waggle_broker::start(config(node_id, watermark), shutdown.clone()).await.unwrap());
     }
     run_on_the_leader(&brokers, &deploy()).await;
-    brokers.push(waggle_broker::start(config(2, watermark), shutdown.clone()).await.unwrap());
     let commit_index = "waggle_raft_commit_index{partition=\"1\"}";
     let last_log = "waggle_raft_last_log_index{partition=\"1\"}";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&brokers[2], last_log).await < metric(&brokers[0], commit_index).await {
-        assert!(Instant::now() < deadline, "the third broker did not catch up after it started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let role = "waggle_raft_role{partition=\"1\"}";
+    const LEADER: i64 = 2;
 
     let ballast = Ballast::take(dir.path(), 1024 * MIB);
-    // The third broker samples its disk once a second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let stalled_at = metric(&brokers[2], last_log).await;
+    // The brokers sample their disk once a second; a new leader takes an election timeout.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&brokers[0], role).await == LEADER {
+        assert!(Instant::now() < deadline, "the low-disk broker still leads 20 s after its disk filled up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stalled_at = metric(&brokers[0], last_log).await;
     for _ in 0..20 {
-        let created = run_on_the_leader(&brokers[..2], &create()).await;
+        let created = run_on_the_leader(&brokers[1..], &create()).await;
         assert!(matches!(created, CommandResult::ProcessInstanceCreated(_)), "{created:?}");
     }
-    let committed = metric(&brokers[0], commit_index).await.max(metric(&brokers[1], commit_index).await);
+    let committed = metric(&brokers[1], commit_index).await.max(metric(&brokers[2], commit_index).await);
     assert!(committed >= stalled_at + 20, "two of three brokers commit on their own: {committed} vs {stalled_at}");
-    assert_eq!(metric(&brokers[2], last_log).await, stalled_at, "the low-disk broker took no entries");
+    assert_eq!(metric(&brokers[0], last_log).await, stalled_at, "the low-disk broker took no entries");
+    assert_ne!(metric(&brokers[0], role).await, LEADER, "the low-disk broker did not lead again");
 
     drop(ballast);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&brokers[2], last_log).await < committed {
-        assert!(Instant::now() < deadline, "the third broker did not catch up within 20 s of freeing the disk");
+    while metric(&brokers[0], last_log).await < committed {
+        assert!(Instant::now() < deadline, "the first broker did not catch up within 20 s of freeing the disk");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     shutdown.cancel();
