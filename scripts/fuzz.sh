@@ -14,16 +14,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/waggle-target}"
 cases="${FUZZ_CASES:-20000}"
 seconds="${FUZZ_SECONDS:-300}"
 
-# Build first, so that the time bound is spent fuzzing.
-cargo test --release -p waggle-engine --test fuzz --no-run
-cargo test --release -p waggle-gateway --test fuzz_requests --no-run
+# Build first, so that the time bound is spent fuzzing. Whole-workspace builds filtered by test target
+# share test.sh's build: `-p CRATE` unifies features differently and recompiles shared dependencies.
+cargo test --release --workspace --test fuzz --test fuzz_requests --no-run
 
 for target in "waggle-engine fuzz" "waggle-gateway fuzz_requests"; do
   read -r crate test <<<"$target"
   echo "==> fuzzing $crate/$test: $cases cases per property, at most $seconds s"
   status=0
   PROPTEST_CASES="$cases" timeout --signal=INT "$seconds" \
-    cargo test --release -p "$crate" --test "$test" -- --test-threads 1 || status=$?
+    cargo test --release --workspace --test "$test" -- --test-threads 1 || status=$?
   if [ "$status" -eq 124 ]; then
     echo "==> $crate/$test: time bound reached without a failure"
   elif [ "$status" -ne 0 ]; then
