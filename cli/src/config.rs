@@ -42,6 +42,7 @@ pub struct BrokerSettings {
     pub max_deferrals_without_wait: Option<u32>,
     pub stall_timeout: Option<u64>,
     pub min_free_disk_bytes: Option<u64>,
+    pub dedup_window: Option<u64>,
     /// Exporter settings, written by the operator; this build ships no exporters yet, so the table is
     /// accepted and reported at start-up rather than silently dropped.
     pub exporters: Option<toml::Table>,
@@ -92,6 +93,10 @@ pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<Brok
         snapshot_interval: given.snapshot_interval.or(file.snapshot_interval).unwrap_or(10_000),
         stall_timeout: std::time::Duration::from_secs(given.stall_timeout.or(file.stall_timeout).unwrap_or(30)),
         min_free_disk_bytes: given.min_free_disk_bytes.or(file.min_free_disk_bytes).unwrap_or(256 * 1024 * 1024),
+        dedup_window: given
+            .dedup_window
+            .or(file.dedup_window)
+            .map_or(waggle_broker::DEFAULT_DEDUP_WINDOW, std::time::Duration::from_secs),
         processing: {
             let defaults = ProcessingLimits::default();
             ProcessingLimits {

@@ -104,6 +104,10 @@ struct BrokerArgs {
     /// RESOURCE_EXHAUSTED (default 256 MiB; 0 turns the check off).
     #[arg(long, env = "WAGGLE_MIN_FREE_DISK_BYTES")]
     min_free_disk_bytes: Option<u64>,
+    /// Seconds a partition remembers its answer to a client request, so that a gateway's retry of
+    /// a command that was applied is answered the same instead of applied twice (default 300).
+    #[arg(long, env = "WAGGLE_DEDUP_WINDOW")]
+    dedup_window: Option<u64>,
 }
 
 #[derive(Args)]
@@ -209,6 +213,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max_deferrals_without_wait: args.max_deferrals_without_wait,
                 stall_timeout: args.stall_timeout,
                 min_free_disk_bytes: args.min_free_disk_bytes,
+                dedup_window: args.dedup_window,
                 exporters: None,
             };
             let broker = config::broker_config(overrides, file)?;
