@@ -36,7 +36,14 @@ pub struct BrokerConfig {
     /// Free bytes below which the broker writes nothing more to its log (neither as leader nor as
     /// follower), so that a disk never fills up under raft. At most `min_free_disk_bytes`.
     pub replication_min_free_disk_bytes: u64,
+    /// How long a partition remembers its answer to a client request, so that the gateway's retry of
+    /// a command that was applied gets that answer instead of applying the command again.
+    pub dedup_window: std::time::Duration,
 }
+
+/// Bounds of [`BrokerConfig::dedup_window`].
+const MIN_DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+const MAX_DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -68,6 +75,7 @@ impl BrokerConfig {
             stall_timeout: std::time::Duration::from_secs(30),
             min_free_disk_bytes: 256 * 1024 * 1024,
             replication_min_free_disk_bytes: 64 * 1024 * 1024,
+            dedup_window: crate::dedup::DEFAULT_WINDOW,
         }
     }
 
@@ -115,6 +123,19 @@ impl BrokerConfig {
                 format!(
                     "is {} s but must be at least 5 s: a partition's driver may take seconds when busy",
                     self.stall_timeout.as_secs()
+                ),
+            ));
+        }
+        if self.dedup_window < MIN_DEDUP_WINDOW || self.dedup_window > MAX_DEDUP_WINDOW {
+            return Err(invalid(
+                "dedup-window",
+                format!(
+                    "is {} s but must be from {} s (the gateway retries a request for as long as its client \
+                     waits, and a retry must still find the first answer) to {} s (the memory grows with the \
+                     window)",
+                    self.dedup_window.as_secs(),
+                    MIN_DEDUP_WINDOW.as_secs(),
+                    MAX_DEDUP_WINDOW.as_secs()
                 ),
             ));
         }
@@ -192,6 +213,16 @@ mod tests {
         let mut config = cluster(3, 3);
         config.peers.pop();
         assert!(config.validate().unwrap_err().to_string().contains("peers"));
+    }
+
+    #[test]
+    fn a_dedup_window_outside_its_bounds_is_refused_naming_the_key() {
+        for seconds in [0, 29, 24 * 60 * 60 + 1] {
+            let config = BrokerConfig { dedup_window: std::time::Duration::from_secs(seconds), ..cluster(1, 1) };
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("dedup-window") && error.contains(&format!("is {seconds} s")), "{error}");
+        }
+        assert!(BrokerConfig { dedup_window: std::time::Duration::from_secs(30), ..cluster(1, 1) }.validate().is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! HTTP API (health, metrics). Everything stops when the shutdown token is cancelled.
 
 pub mod config;
+mod dedup;
 mod disk;
 mod management;
 mod metrics;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use waggle_protocol::broker_rpc::broker_server::BrokerServer;
 
 pub use config::{BrokerConfig, ConfigError};
+pub use dedup::DEFAULT_WINDOW as DEFAULT_DEDUP_WINDOW;
 pub use waggle_engine::processor::ProcessingLimits;
 
 use crate::metrics::Metrics;
@@ -125,6 +127,7 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             snapshot_interval: config.snapshot_interval,
             processing: config.processing,
             stall_timeout: config.stall_timeout,
+            dedup_window: config.dedup_window,
             disk: disk.clone(),
             metrics: metrics.clone(),
             jobs: jobs.clone(),

@@ -4,7 +4,9 @@
 //! backpressure), processes everything waiting as one batch on an overlay of the applied state, appends
 //! the resulting records as one raft entry, and answers the clients once that entry is committed and
 //! applied. Batching amortises the fsync of the raft log over every command that arrived meanwhile.
-//! Time-driven work (job time-outs, back-offs, message expiry) enters the same queue as a tick.
+//! Time-driven work (job time-outs, back-offs, message expiry) enters the same queue as a tick. A
+//! retried client command that the partition has already answered is answered again instead of being
+//! processed twice ([`crate::dedup`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,12 +18,12 @@ use openraft::BasicNode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use waggle_engine::processor::{Engine, Input, Output, PartitionMessage, ProcessingLimits};
-use waggle_engine::state::Overlay;
-use waggle_protocol::command::{BrokerError, BrokerReply, ClientCommand, CommandResult};
-use waggle_protocol::record::RecordBatch;
-use waggle_protocol::record::RejectionType;
+use waggle_engine::state::{tables, Overlay};
+use waggle_protocol::command::{self, BrokerError, BrokerReply, ClientCommand, CommandResult, RequestId};
+use waggle_protocol::record::{Answer, RecordBatch, RejectionType};
 use waggle_protocol::topology::{PartitionHealth, PartitionInfo, PartitionRole};
 
+use crate::dedup;
 use crate::disk::DiskWatch;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
@@ -71,7 +73,54 @@ pub struct JobAvailable {
 struct Submission {
     input: Input,
     reply: Option<oneshot::Sender<BrokerReply>>,
+    /// The id the gateway gave the client request, the same on each of its retries.
+    request: Option<RequestId>,
     received: Instant,
+}
+
+/// An input the engine has processed in the batch being built, waiting for the batch to commit.
+struct Processed {
+    reply: Option<oneshot::Sender<BrokerReply>>,
+    request: Option<RequestId>,
+    awaits: bool,
+    name: &'static str,
+    received: Instant,
+    output: Output,
+}
+
+/// The clients waiting for one instance to complete.
+struct Waiter {
+    reply: oneshot::Sender<BrokerReply>,
+    /// The id of the request that created the instance, whose remembered answer becomes the result.
+    request: Option<RequestId>,
+    /// Retries of that request that arrived while the first was still waiting.
+    copies: Vec<oneshot::Sender<BrokerReply>>,
+}
+
+impl Waiter {
+    fn new(reply: oneshot::Sender<BrokerReply>, request: Option<RequestId>) -> Waiter {
+        Waiter { reply, request, copies: Vec::new() }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.reply.is_closed() && self.copies.iter().all(|copy| copy.is_closed())
+    }
+
+    fn send(self, result: CommandResult) {
+        for copy in self.copies {
+            let _ = copy.send(Ok(result.clone()));
+        }
+        let _ = self.reply.send(Ok(result));
+    }
+}
+
+/// A client command whose request the partition has answered before, or is answering in the batch
+/// being built: it is answered like the first copy and not processed.
+struct Retry {
+    reply: Option<oneshot::Sender<BrokerReply>>,
+    request: RequestId,
+    awaits: bool,
+    name: &'static str,
 }
 
 pub struct Partition {
@@ -109,6 +158,8 @@ pub struct PartitionSetup<'a> {
     pub snapshot_interval: u64,
     pub processing: ProcessingLimits,
     pub stall_timeout: Duration,
+    /// How long the partition remembers the answer to a request with an id.
+    pub dedup_window: Duration,
     pub disk: Arc<DiskWatch>,
     pub metrics: Arc<Metrics>,
     pub jobs: broadcast::Sender<JobAvailable>,
@@ -186,6 +237,7 @@ impl Partition {
             deployments: HashMap::new(),
             disk: setup.disk.clone(),
             yielding: false,
+            dedup_window_ms: setup.dedup_window.as_millis() as i64,
         };
         let driver = tokio::spawn(driver.run(setup.shutdown));
         Ok(Arc::new(Partition {
@@ -218,10 +270,11 @@ impl Partition {
         }
     }
 
-    /// Runs a client command on this partition if it leads, and waits for the answer.
-    pub async fn execute(&self, command: ClientCommand) -> BrokerReply {
+    /// Runs a client command on this partition if it leads, and waits for the answer. A command
+    /// with a `request` id that the partition still remembers gets the answer it got before.
+    pub async fn execute(&self, command: ClientCommand, request: Option<RequestId>) -> BrokerReply {
         let (reply, answer) = oneshot::channel();
-        self.submit(Input::Client(command), Some(reply))?;
+        self.submit(Input::Client(command), Some(reply), request)?;
         answer
             .await
             .map_err(|_| BrokerError::NotLeader { partition_id: self.id, leader: self.leader().map(u64::from) })?
@@ -229,10 +282,15 @@ impl Partition {
 
     /// Queues a message from another partition; it needs no answer.
     pub fn deliver(&self, message: PartitionMessage) -> Result<(), BrokerError> {
-        self.submit(Input::Partition(message), None)
+        self.submit(Input::Partition(message), None, None)
     }
 
-    fn submit(&self, input: Input, reply: Option<oneshot::Sender<BrokerReply>>) -> Result<(), BrokerError> {
+    fn submit(
+        &self,
+        input: Input,
+        reply: Option<oneshot::Sender<BrokerReply>>,
+        request: Option<RequestId>,
+    ) -> Result<(), BrokerError> {
         if leads_without_quorum(&self.raft.metrics().borrow()) {
             return Err(BrokerError::NotLeader { partition_id: self.id, leader: None });
         }
@@ -242,7 +300,7 @@ impl Partition {
         if let (Input::Client(_), Err((free_bytes, watermark_bytes))) = (&input, self.disk.check()) {
             return Err(BrokerError::DiskSpaceLow { free_bytes, watermark_bytes });
         }
-        let submission = Submission { input, reply, received: Instant::now() };
+        let submission = Submission { input, reply, request, received: Instant::now() };
         self.queue.try_send(submission).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => BrokerError::Backpressure { partition_id: self.id },
             mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
@@ -323,8 +381,8 @@ struct Driver {
     engine: Engine,
     partition_count: u32,
     receiver: mpsc::Receiver<Submission>,
-    /// Clients waiting for an instance to complete, by process instance key.
-    waiters: HashMap<i64, oneshot::Sender<BrokerReply>>,
+    /// Clients waiting for an instance to complete, by process instance key, with their request ids.
+    waiters: HashMap<i64, Waiter>,
     /// The term in which this replica caught up on everything before it started leading.
     ready_term: Option<u64>,
     metrics: Arc<Metrics>,
@@ -337,6 +395,8 @@ struct Driver {
     /// Whether this replica has given up leading because its disk is below the replication
     /// watermark (see [`Driver::yield_leadership_while_low_on_disk`]).
     yielding: bool,
+    /// See [`PartitionSetup::dedup_window`].
+    dedup_window_ms: i64,
 }
 
 /// Runs `process` on the overlay; if it panics, undoes its writes and returns the panic's message.
@@ -398,7 +458,7 @@ impl Driver {
             // time-outs, message expiry, resends, deferred activations) rides along with the batch
             // instead of waiting for a quiet moment that may never come.
             if ticked || due.is_some_and(|due| due <= now_millis()) {
-                batch.push(Submission { input: Input::Tick, reply: None, received: Instant::now() });
+                batch.push(Submission { input: Input::Tick, reply: None, request: None, received: Instant::now() });
             }
             while batch.len() < MAX_BATCH {
                 match self.receiver.try_recv() {
@@ -516,9 +576,16 @@ impl Driver {
 
     async fn process(&mut self, batch: Vec<Submission>, label: &str) {
         let now = now_millis();
-        let mut outputs: Vec<(Option<oneshot::Sender<BrokerReply>>, bool, &'static str, Instant, Output)> =
-            Vec::with_capacity(batch.len());
+        let mut outputs: Vec<Processed> = Vec::with_capacity(batch.len());
         let mut records = Vec::new();
+        // The answers to remember, and where in them the latest answer to each request of this batch is.
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut answered: HashMap<RequestId, usize> = HashMap::new();
+        // Instances created in this batch for a client that waits for their result, with its request.
+        let mut awaited: HashMap<i64, RequestId> = HashMap::new();
+        // Retries with the encoded answer they get, and retries of requests first seen in this batch.
+        let mut retries: Vec<(Retry, Vec<u8>)> = Vec::new();
+        let mut repeated: Vec<Retry> = Vec::new();
         {
             let reader = StateReader::new(&self.db);
             let mut overlay = Overlay::new(&reader);
@@ -531,6 +598,20 @@ impl Driver {
                     Input::Partition(message) => (false, message.name()),
                     Input::Tick => (false, "Tick"),
                 };
+                let request = match &submission.input {
+                    Input::Client(command) if dedup::applies_to(command) => submission.request,
+                    _ => None,
+                };
+                if let Some(request) = request {
+                    if answered.contains_key(&request) {
+                        repeated.push(Retry { reply: submission.reply, request, awaits, name });
+                        continue;
+                    }
+                    if let Some(answer) = dedup::remembered(&overlay, request) {
+                        retries.push((Retry { reply: submission.reply, request, awaits, name }, answer));
+                        continue;
+                    }
+                }
                 // A panic in the engine (a bug that some command triggers) must not take the
                 // partition down, nor stop the commands after it: the input's writes are undone,
                 // a client command is rejected saying so, and the batch goes on.
@@ -554,25 +635,60 @@ impl Driver {
                     }
                 };
                 records.append(&mut output.records);
-                outputs.push((submission.reply, awaits, name, submission.received, output));
+                if let (Some(request), Some(result)) = (request, &output.result) {
+                    // A create whose client waits is answered when the instance completes, which
+                    // may be in this very step.
+                    let answer = match result {
+                        CommandResult::ProcessInstanceCreated(created) if awaits => {
+                            let key = created.process_instance_key;
+                            match output.finished_instances.iter().find(|(instance, _)| *instance == key) {
+                                Some((_, completed)) => completed,
+                                None => {
+                                    awaited.insert(key, request);
+                                    result
+                                }
+                            }
+                        }
+                        result => result,
+                    };
+                    answered.insert(request, answers.len());
+                    answers.push(Answer { request_id: request, result: command::encode(answer) });
+                }
+                for (instance, completed) in &output.finished_instances {
+                    let waiting = awaited
+                        .remove(instance)
+                        .or_else(|| self.waiters.get(instance).and_then(|waiter| waiter.request));
+                    if let Some(request) = waiting {
+                        answered.insert(request, answers.len());
+                        answers.push(Answer { request_id: request, result: command::encode(completed) });
+                    }
+                }
+                let received = submission.received;
+                outputs.push(Processed { reply: submission.reply, request, awaits, name, received, output });
             }
         }
-        if !records.is_empty() {
+        for retry in repeated {
+            // The latest answer: a waiting create's completion replaces its creation.
+            let answer = answers[answered[&retry.request]].result.clone();
+            retries.push((retry, answer));
+        }
+        if !records.is_empty() || !answers.is_empty() {
             self.metrics.batch_records.with_label_values(&[label]).observe(records.len() as f64);
-            if let Err(e) = self.raft.client_write(RecordBatch::new(records)).await {
+            let batch = RecordBatch::with_answers(records, now, now + self.dedup_window_ms, answers);
+            if let Err(e) = self.raft.client_write(batch).await {
                 tracing::warn!(partition = self.id, error = %e, "could not commit a batch; its commands were not applied");
                 self.reset_engine();
                 self.ready_term = None;
                 let leader = self.raft.metrics().borrow().current_leader;
-                for (reply, ..) in outputs {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(BrokerError::NotLeader { partition_id: self.id, leader }));
-                    }
+                let replies =
+                    outputs.into_iter().map(|p| p.reply).chain(retries.into_iter().map(|(retry, _)| retry.reply));
+                for reply in replies.flatten() {
+                    let _ = reply.send(Err(BrokerError::NotLeader { partition_id: self.id, leader }));
                 }
                 return;
             }
         }
-        for (reply, awaits, name, received, output) in outputs {
+        for Processed { reply, request, awaits, name, received, output } in outputs {
             let outcome = match &output.result {
                 Some(CommandResult::Rejected { .. }) => "rejected",
                 _ => "accepted",
@@ -591,7 +707,7 @@ impl Driver {
             if let (Some(reply), Some(result)) = (reply, output.result) {
                 match (result, output.distributing) {
                     (CommandResult::ProcessInstanceCreated(created), _) if awaits => {
-                        self.waiters.insert(created.process_instance_key, reply);
+                        self.waiters.insert(created.process_instance_key, Waiter::new(reply, request));
                     }
                     (result @ CommandResult::Deployed { .. }, Some(deployment)) => {
                         self.deployments.insert(deployment, (reply, result, Instant::now()));
@@ -603,7 +719,7 @@ impl Driver {
             }
             for (instance, result) in output.finished_instances {
                 if let Some(waiter) = self.waiters.remove(&instance) {
-                    let _ = waiter.send(Ok(result));
+                    waiter.send(result);
                 }
             }
             for job_type in output.jobs_available {
@@ -617,6 +733,44 @@ impl Driver {
                 if let Some((reply, result, _)) = self.deployments.remove(&deployment) {
                     let _ = reply.send(Ok(result));
                 }
+            }
+        }
+        for (retry, answer) in retries {
+            self.metrics.commands.with_label_values(&[label, retry.name, "repeated"]).inc();
+            self.answer_retry(retry, &answer);
+        }
+    }
+
+    /// Answers a retried request like its first copy, which is committed by now.
+    fn answer_retry(&mut self, retry: Retry, answer: &[u8]) {
+        let Some(reply) = retry.reply else { return };
+        let answer = match command::decode::<CommandResult>(answer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                let _ = reply.send(Err(BrokerError::Internal(format!("the remembered answer is unreadable: {e}"))));
+                return;
+            }
+        };
+        match answer {
+            // The first copy's client is still waiting for the instance, or its answer was lost:
+            // this copy waits for the same instance.
+            CommandResult::ProcessInstanceCreated(created) if retry.awaits => {
+                let key = created.process_instance_key;
+                if let Some(waiter) = self.waiters.get_mut(&key) {
+                    waiter.copies.push(reply);
+                } else if tables::elements::get(&StateReader::new(&self.db), key).is_some() {
+                    self.waiters.insert(key, Waiter::new(reply, Some(retry.request)));
+                } else {
+                    let reason = format!(
+                        "Expected to answer a retried request with the result of process instance {key}, which \
+                         an earlier attempt of the same request created, but the instance has ended and its \
+                         result is no longer known; no second instance was created"
+                    );
+                    let _ = reply.send(Ok(CommandResult::Rejected { kind: RejectionType::InvalidState, reason }));
+                }
+            }
+            answer => {
+                let _ = reply.send(Ok(answer));
             }
         }
     }

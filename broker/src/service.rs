@@ -90,7 +90,8 @@ impl Broker for BrokerService {
             Ok(command) => match self.partitions.get(&envelope.partition_id) {
                 None => Err(BrokerError::PartitionNotFound { partition_id: envelope.partition_id }),
                 Some(partition) => {
-                    let reply = partition.execute(command).await;
+                    let request = Some(envelope.request_id).filter(|id| *id != 0);
+                    let reply = partition.execute(command, request).await;
                     if let Err(BrokerError::Backpressure { partition_id }) = &reply {
                         self.metrics.backpressure.with_label_values(&[&partition_id.to_string()]).inc();
                     }

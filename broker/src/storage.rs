@@ -11,7 +11,8 @@
 //! - every scan is bounded above by the end of its prefix, so it never walks into the tombstones of the
 //!   tables that follow;
 //! - scans of the engine's queue tables ([`QUEUE_TABLES`]: activatable jobs, deadlines, back-offs,
-//!   message expiry, the outbox) start where the previous scan of the same prefix found its first live
+//!   message expiry, the outbox) and of the expiry index of remembered answers ([`dedup::EXPIRY`])
+//!   start where the previous scan of the same prefix found its first live
 //!   entry ([`ScanHints`]), instead of at the front where the tombstones of everything already
 //!   consumed pile up. A write below that point moves the hint back, so no live entry is ever skipped.
 
@@ -22,6 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, WriteBatch, DB};
 use waggle_engine::state::tables::QUEUE_TABLES;
 use waggle_engine::state::{KvRead, Write};
+
+use crate::dedup;
 
 pub const CF_LOG: &str = "log";
 pub const CF_RAFT: &str = "raft";
@@ -106,7 +109,7 @@ fn tune_state(options: &mut Options) {
 }
 
 fn is_queue_scan(prefix: &[u8]) -> bool {
-    prefix.first().is_some_and(|table| QUEUE_TABLES.contains(table))
+    prefix.first().is_some_and(|table| QUEUE_TABLES.contains(table) || *table == dedup::EXPIRY)
 }
 
 /// The first key after every key that starts with `prefix`, or `None` if there is no such key

@@ -50,7 +50,7 @@ fn create() -> ClientCommand {
 async fn execute(addr: SocketAddr, command: &ClientCommand) -> BrokerReply {
     let mut client = BrokerClient::connect(format!("http://{addr}")).await.expect("broker answers");
     let reply = client
-        .execute(CommandEnvelope { partition_id: 1, payload: command::encode(command) })
+        .execute(CommandEnvelope { partition_id: 1, payload: command::encode(command), request_id: 0 })
         .await
         .expect("execute succeeds at the transport level");
     command::decode::<BrokerReply>(&reply.into_inner().payload).expect("reply decodes")

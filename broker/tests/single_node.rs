@@ -7,7 +7,8 @@ use waggle_broker::{BrokerConfig, RunningBroker};
 use waggle_protocol::broker_rpc::broker_client::BrokerClient;
 use waggle_protocol::broker_rpc::CommandEnvelope;
 use waggle_protocol::command::{
-    self, ActivateJobs, BrokerError, BrokerReply, ClientCommand, CommandResult, CreateProcessInstance, DEFAULT_TENANT,
+    self, ActivateJobs, AwaitResult, BrokerError, BrokerReply, ClientCommand, CommandResult, CreateProcessInstance,
+    RequestId, DEFAULT_TENANT,
 };
 use waggle_protocol::record::DeploymentResource;
 
@@ -29,9 +30,14 @@ async fn start(dir: &std::path::Path, shutdown: CancellationToken) -> RunningBro
 }
 
 async fn execute(addr: std::net::SocketAddr, command: &ClientCommand) -> BrokerReply {
+    execute_as(addr, command, 0).await
+}
+
+/// Executes `command` as the client request `request_id` (0: none), as a gateway's attempt would.
+async fn execute_as(addr: std::net::SocketAddr, command: &ClientCommand, request_id: RequestId) -> BrokerReply {
     let mut client = BrokerClient::connect(format!("http://{addr}")).await.expect("broker answers");
     let reply = client
-        .execute(CommandEnvelope { partition_id: 1, payload: command::encode(command) })
+        .execute(CommandEnvelope { partition_id: 1, payload: command::encode(command), request_id })
         .await
         .expect("execute succeeds at the transport level");
     command::decode::<BrokerReply>(&reply.into_inner().payload).expect("reply decodes")
@@ -39,9 +45,17 @@ async fn execute(addr: std::net::SocketAddr, command: &ClientCommand) -> BrokerR
 
 /// Executes once the partition has a leader (after start or restart, an election takes a moment).
 async fn execute_when_leading(addr: std::net::SocketAddr, command: &ClientCommand) -> CommandResult {
+    execute_when_leading_as(addr, command, 0).await
+}
+
+async fn execute_when_leading_as(
+    addr: std::net::SocketAddr,
+    command: &ClientCommand,
+    request_id: RequestId,
+) -> CommandResult {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match execute(addr, command).await {
+        match execute_as(addr, command, request_id).await {
             Ok(result) => return result,
             Err(BrokerError::NotLeader { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
@@ -74,14 +88,18 @@ fn deploy() -> ClientCommand {
 }
 
 fn create() -> ClientCommand {
-    ClientCommand::CreateProcessInstance(CreateProcessInstance {
+    ClientCommand::CreateProcessInstance(creation(None))
+}
+
+fn creation(await_result: Option<AwaitResult>) -> CreateProcessInstance {
+    CreateProcessInstance {
         process_definition_key: 0,
         bpmn_process_id: "one".into(),
         version: -1,
         variables: r#"{"n": 1}"#.into(),
         tenant_id: DEFAULT_TENANT.into(),
-        await_result: None,
-    })
+        await_result,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +169,7 @@ async fn a_job_times_out_while_commands_keep_arriving() {
             let mut client = BrokerClient::connect(format!("http://{addr}")).await.expect("broker answers");
             let payload = command::encode(&create());
             while !load.is_cancelled() {
-                let envelope = CommandEnvelope { partition_id: 1, payload: payload.clone() };
+                let envelope = CommandEnvelope { partition_id: 1, payload: payload.clone(), request_id: 0 };
                 client.execute(envelope).await.expect("execute succeeds at the transport level");
             }
         }));
@@ -267,6 +285,113 @@ async fn the_log_is_compacted_below_snapshots_and_a_restart_recovers_from_snapsh
         activated += jobs.len();
     }
     assert_eq!(activated, INSTANCES, "the restarted broker has exactly the state from before");
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}
+
+fn created_key(result: &CommandResult) -> i64 {
+    match result {
+        CommandResult::ProcessInstanceCreated(created) => created.process_instance_key,
+        other => panic!("expected a created instance, got {other:?}"),
+    }
+}
+
+async fn activated_jobs(addr: std::net::SocketAddr) -> Vec<i64> {
+    match execute_when_leading(addr, &activate()).await {
+        CommandResult::JobsActivated { jobs } => jobs.iter().map(|job| job.key).collect(),
+        other => panic!("expected activated jobs, got {other:?}"),
+    }
+}
+
+/// A gateway retries a command whose answer it lost; the retry carries the request id of the first
+/// attempt and must get the first answer, not apply the command a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_request_id_gets_the_first_answer_and_applies_once_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    // Snapshots every 10 entries, so that the memory outlives the log entries that wrote it.
+    let config = BrokerConfig { snapshot_interval: 10, ..BrokerConfig::single_node(dir.path().into(), any, any) };
+    let shutdown = CancellationToken::new();
+    let broker = waggle_broker::start(config.clone(), shutdown.clone()).await.unwrap();
+    let addr = broker.command_addr;
+    execute_when_leading_as(addr, &deploy(), 1).await;
+
+    let first = execute_when_leading_as(addr, &create(), 2).await;
+    assert_eq!(execute_as(addr, &create(), 2).await.unwrap(), first, "the retried create answers the first instance");
+    let other = created_key(&execute_as(addr, &create(), 3).await.unwrap());
+    assert_ne!(other, created_key(&first), "another request id is another request");
+    let jobs = activated_jobs(addr).await;
+    assert_eq!(jobs.len(), 2, "two requests, two instances, two jobs: {jobs:?}");
+
+    let complete = ClientCommand::CompleteJob { job_key: jobs[0], variables: "{}".into() };
+    let completed = execute_as(addr, &complete, 4).await.unwrap();
+    assert!(matches!(completed, CommandResult::Done { .. }), "{completed:?}");
+    assert_eq!(execute_as(addr, &complete, 4).await.unwrap(), completed, "not a NOT_FOUND rejection");
+    let again = execute_as(addr, &complete, 5).await.unwrap();
+    assert!(matches!(again, CommandResult::Rejected { .. }), "a new request is processed: {again:?}");
+    for _ in 0..12 {
+        execute_as(addr, &activate(), 0).await.unwrap();
+        execute_as(addr, &ClientCommand::CancelProcessInstance { process_instance_key: -1 }, 0).await.unwrap();
+    }
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let broker = waggle_broker::start(config, shutdown.clone()).await.unwrap();
+    let addr = broker.command_addr;
+    assert_eq!(execute_when_leading_as(addr, &create(), 2).await, first, "remembered across the restart");
+    assert_eq!(execute_as(addr, &complete, 4).await.unwrap(), completed);
+    assert!(activated_jobs(addr).await.is_empty(), "the retry after the restart created no instance");
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}
+
+/// Copies of one request may be in flight at once (a gateway retried while the first was queued):
+/// whether they land in one batch or in several, exactly one is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_of_a_request_are_processed_once_and_all_get_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let broker = start(dir.path(), shutdown.clone()).await;
+    let addr = broker.command_addr;
+    execute_when_leading(addr, &deploy()).await;
+    let copies = (0..8).map(|_| tokio::spawn(async move { execute_as(addr, &create(), 77).await.unwrap() }));
+    let answers: Vec<CommandResult> = futures::future::join_all(copies).await.into_iter().map(Result::unwrap).collect();
+    assert!(answers.iter().all(|answer| *answer == answers[0]), "{answers:?}");
+    created_key(&answers[0]);
+    assert_eq!(activated_jobs(addr).await.len(), 1);
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}
+
+/// A create that awaits its instance's result is answered when the instance completes; its retry
+/// gets that result too, and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_create_awaiting_its_result_gets_the_result_of_the_first_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let broker = start(dir.path(), shutdown.clone()).await;
+    let addr = broker.command_addr;
+    execute_when_leading(addr, &deploy()).await;
+    let awaiting = ClientCommand::CreateProcessInstance(creation(Some(AwaitResult { fetch_variables: vec![] })));
+    let first = tokio::spawn({
+        let awaiting = awaiting.clone();
+        async move { execute_as(addr, &awaiting, 9).await.unwrap() }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        if let Some(job) = activated_jobs(addr).await.first() {
+            break *job;
+        }
+        assert!(Instant::now() < deadline, "the instance's job never became activatable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let complete = ClientCommand::CompleteJob { job_key: job, variables: r#"{"done": true}"#.into() };
+    execute_as(addr, &complete, 0).await.unwrap();
+    let result = first.await.unwrap();
+    assert!(matches!(result, CommandResult::ProcessInstanceCompleted { .. }), "{result:?}");
+    assert_eq!(execute_as(addr, &awaiting, 9).await.unwrap(), result);
+    assert!(activated_jobs(addr).await.is_empty(), "the retry created no instance");
     shutdown.cancel();
     broker.stopped.await.unwrap();
 }

@@ -43,6 +43,7 @@ pub struct BrokerSettings {
     pub stall_timeout: Option<u64>,
     pub min_free_disk_bytes: Option<u64>,
     pub replication_min_free_disk_bytes: Option<u64>,
+    pub dedup_window: Option<u64>,
     /// Exporter settings, written by the operator; this build ships no exporters yet, so the table is
     /// accepted and reported at start-up rather than silently dropped.
     pub exporters: Option<toml::Table>,
@@ -98,6 +99,10 @@ pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<Brok
             .replication_min_free_disk_bytes
             .or(file.replication_min_free_disk_bytes)
             .unwrap_or(min_free_disk_bytes.min(64 * 1024 * 1024)),
+        dedup_window: given
+            .dedup_window
+            .or(file.dedup_window)
+            .map_or(waggle_broker::DEFAULT_DEDUP_WINDOW, std::time::Duration::from_secs),
         processing: {
             let defaults = ProcessingLimits::default();
             ProcessingLimits {

@@ -108,6 +108,10 @@ struct BrokerArgs {
     /// that raft never meets a full disk (default 64 MiB, at most min-free-disk-bytes; 0 turns it off).
     #[arg(long, env = "WAGGLE_REPLICATION_MIN_FREE_DISK_BYTES")]
     replication_min_free_disk_bytes: Option<u64>,
+    /// Seconds a partition remembers its answer to a client request, so that a gateway's retry of
+    /// a command that was applied is answered the same instead of applied twice (default 300).
+    #[arg(long, env = "WAGGLE_DEDUP_WINDOW")]
+    dedup_window: Option<u64>,
 }
 
 #[derive(Args)]
@@ -214,6 +218,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 stall_timeout: args.stall_timeout,
                 min_free_disk_bytes: args.min_free_disk_bytes,
                 replication_min_free_disk_bytes: args.replication_min_free_disk_bytes,
+                dedup_window: args.dedup_window,
                 exporters: None,
             };
             let broker = config::broker_config(overrides, file)?;

@@ -8,7 +8,9 @@
 //! - acknowledged process instance keys are unique: two leaders acknowledging writes for one
 //!   partition would hand out the same key twice;
 //! - every acknowledged instance finishes once the cluster is whole again;
-//! - no job whose completion was acknowledged is ever activated again.
+//! - no job whose completion was acknowledged is ever activated again;
+//! - no more instances run than were acknowledged or failed to be created: the gateway's retries
+//!   never apply a creation twice.
 //!
 //! The tests print a timeline (run with `--nocapture`); when one fails it prints the tail of every
 //! process's log and keeps their data directory.
@@ -203,6 +205,7 @@ async fn drain_and_check(cluster: &Cluster, mut workload: Workload) {
     let duplicates = workload.duplicate_instance_keys();
     let reactivated = workload.reactivated_after_completion();
     let gone = workload.finished_by_job_gone();
+    let (unacknowledged, failed_creations) = workload.unacknowledged_instances();
     workload.stop().await;
 
     assert!(
@@ -224,6 +227,14 @@ async fn drain_and_check(cluster: &Cluster, mut workload: Workload) {
         "{} jobs were activated again after their completion had been acknowledged: {:?}",
         reactivated.len(),
         &reactivated[..reactivated.len().min(20)]
+    );
+    assert!(
+        unacknowledged.len() <= failed_creations,
+        "{} instances ran that no acknowledged creation named, but only {failed_creations} creations failed: \
+         a creation was applied twice (partitions {:?}): {:?}",
+        unacknowledged.len(),
+        partitions_of(&unacknowledged),
+        &unacknowledged[..unacknowledged.len().min(20)]
     );
     let running = workload::still_running(&cluster.client(), &gone).await;
     assert!(

@@ -16,14 +16,26 @@
 //! - When the gateway gives up after an attempt that may have reached the engine (the connection
 //!   broke mid-call, or the leader did not answer in time), the client is told that the outcome is
 //!   unknown rather than that the partition was unavailable.
+//!
+//! And one thing keeps it from applying a command twice: every client request gets a request id
+//! when its dispatch starts, and every attempt of it carries that same id. The partition remembers
+//! for a while which ids it has answered and how (replicated, so a new leader knows it too), and
+//! answers a retry of an applied command with the first answer instead of applying it again.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    hash::{BuildHasher, Hasher},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use waggle_protocol::{
     broker_rpc::CommandEnvelope,
-    command::{decode, encode, BrokerError, BrokerReply, ClientCommand, CommandResult},
+    command::{decode, encode, BrokerError, BrokerReply, ClientCommand, CommandResult, RequestId},
 };
 
 use crate::cluster::Cluster;
@@ -69,6 +81,37 @@ pub enum DispatchError {
 pub struct Dispatcher {
     cluster: Arc<Cluster>,
     shutdown: CancellationToken,
+    ids: Arc<RequestIds>,
+}
+
+/// Hands out request ids: a count from a random start, so that ids of one gateway never repeat
+/// and those of two gateways (or of one before and after a restart) only meet if their ranges
+/// overlap, which 64 random bits make vanishingly unlikely. One atomic add per request.
+#[derive(Debug)]
+struct RequestIds {
+    start: u64,
+    count: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        // The standard library seeds every `RandomState` from the operating system's randomness.
+        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+        random.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+        );
+        RequestIds { start: random.finish(), count: AtomicU64::new(0) }
+    }
+
+    /// The next id; never 0, which on the wire means "no id".
+    fn next(&self) -> RequestId {
+        loop {
+            let id = self.start.wrapping_add(self.count.fetch_add(1, Ordering::Relaxed));
+            if id != 0 {
+                return id;
+            }
+        }
+    }
 }
 
 /// The outcome of one attempt that may be worth repeating elsewhere.
@@ -85,7 +128,7 @@ enum Attempt {
 
 impl Dispatcher {
     pub fn new(cluster: Arc<Cluster>, shutdown: CancellationToken) -> Dispatcher {
-        Dispatcher { cluster, shutdown }
+        Dispatcher { cluster, shutdown, ids: Arc::new(RequestIds::new()) }
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -134,8 +177,10 @@ impl Dispatcher {
         let mut backoff = FIRST_BACKOFF;
         // The broker that last died holding the command, if the command may have been applied.
         let mut lost_on: Option<String> = None;
+        // One id for every attempt: a partition that applied an earlier one answers as it did then.
+        let request_id = self.ids.next();
         loop {
-            let cause = match self.attempt(partition, command, deadline).await {
+            let cause = match self.attempt(partition, command, request_id, deadline).await {
                 Attempt::Done(result) => return result,
                 Attempt::Retry(cause) => cause,
                 Attempt::Lost { broker, cause } => {
@@ -160,7 +205,13 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(&self, partition: u32, command: &ClientCommand, deadline: Instant) -> Attempt {
+    async fn attempt(
+        &self,
+        partition: u32,
+        command: &ClientCommand,
+        request_id: RequestId,
+        deadline: Instant,
+    ) -> Attempt {
         let view = self.cluster.view();
         let Some(index) = view.leader(partition) else {
             return Attempt::Retry(if view.partitions_count == 0 {
@@ -176,6 +227,7 @@ impl Dispatcher {
             // Encoded per attempt, straight into the envelope the generated client takes by
             // value: one copy of large payloads (resources, variables) per attempt, no more.
             payload: encode(command),
+            request_id,
         });
         request.set_timeout(remaining);
         let mut client = broker.client.clone();
@@ -228,6 +280,14 @@ fn classify_status(partition: u32, status: tonic::Status, broker: &str, remainin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_and_never_zero_even_when_the_count_wraps() {
+        let ids = RequestIds { start: u64::MAX - 1, count: AtomicU64::new(0) };
+        assert_eq!([ids.next(), ids.next(), ids.next()], [u64::MAX - 1, u64::MAX, 1]);
+        let (one, two) = (RequestIds::new(), RequestIds::new());
+        assert_ne!(one.start, two.start, "every dispatcher starts counting somewhere else");
+    }
 
     #[test]
     fn a_connection_lost_mid_call_is_retried_but_a_broker_answering_unknown_is_not() {

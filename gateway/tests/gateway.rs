@@ -53,6 +53,8 @@ struct Script {
     executed: Vec<(u32, ClientCommand)>,
     /// How many commands this broker refused as `NotLeader`.
     not_leader_answers: usize,
+    /// The request id of every command that reached this broker, whatever became of it.
+    request_ids: Vec<u64>,
     /// Activatable jobs by partition and type.
     jobs: HashMap<(u32, String), Vec<ActivatedJob>>,
     subscribers: Vec<mpsc::Sender<Result<JobAvailable, Status>>>,
@@ -186,6 +188,7 @@ impl Broker for ScriptedBroker {
         let envelope = request.into_inner();
         let partition = envelope.partition_id;
         let command: ClientCommand = decode(&envelope.payload).map_err(|e| Status::internal(e.to_string()))?;
+        self.script().request_ids.push(envelope.request_id);
         if let ClientCommand::CreateProcessInstance(create) = &command {
             if create.bpmn_process_id == "query-of-death" {
                 let crashed = {
@@ -431,6 +434,41 @@ async fn request_reaching_a_deposed_leader_is_retried_on_the_new_leader() {
     assert_eq!(two.executed().len(), 1);
     assert_eq!(two.executed()[0].0, 1);
     assert!(one.script().not_leader_answers >= 1, "the request first went to the deposed leader");
+}
+
+#[tokio::test]
+async fn every_retry_of_a_request_carries_the_id_of_its_first_attempt() {
+    let one = ScriptedBroker::start(0, 1, &[1]).await;
+    let two = ScriptedBroker::start(1, 1, &[]).await;
+    let mut gateway = start_gateway(config(&[&one, &two])).await;
+    gateway.client.complete_job(complete(key::encode(1, 1))).await.unwrap();
+    gateway.client.complete_job(complete(key::encode(1, 2))).await.unwrap();
+    let first_two = one.script().request_ids.clone();
+    assert_eq!(first_two.len(), 2);
+    assert!(first_two[0] != 0 && first_two[0] != first_two[1], "each request has its own id: {first_two:?}");
+
+    // Refused by a deposed leader, then applied by the new one: one request, one id.
+    one.script().leads.clear();
+    two.script().leads.insert(1, 2);
+    gateway.client.complete_job(complete(key::encode(1, 3))).await.unwrap();
+    let refused = one.script().request_ids[2..].to_vec();
+    let applied = two.script().request_ids.clone();
+    assert!(!refused.is_empty() && applied.len() == 1, "{refused:?} {applied:?}");
+    assert!(refused.iter().all(|id| *id == applied[0]), "{refused:?} {applied:?}");
+    assert!(!first_two.contains(&applied[0]));
+}
+
+#[tokio::test]
+async fn a_command_lost_with_its_broker_is_retried_under_the_same_id() {
+    let first = ScriptedBroker::start(0, 1, &[1]).await;
+    let second = ScriptedBroker::start(1, 1, &[1]).await;
+    first.script().leads.insert(1, 2);
+    let mut gateway = start_gateway(config(&[&first, &second])).await;
+    let request = pb::CreateProcessInstanceRequest { bpmn_process_id: "query-of-death".into(), ..Default::default() };
+    gateway.client.create_process_instance(request).await.unwrap_err();
+    let (lost, retried) = (first.script().request_ids.clone(), second.script().request_ids.clone());
+    assert_eq!((lost.len(), retried.len()), (1, 1));
+    assert_eq!(lost[0], retried[0], "the retry after the lost attempt is recognisably the same request");
 }
 
 #[tokio::test]

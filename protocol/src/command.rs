@@ -174,6 +174,11 @@ pub enum BrokerError {
     LogSpaceLow { free_bytes: u64, watermark_bytes: u64 },
 }
 
+/// Names one client request across the gateway's retries of it, so that a partition can recognise
+/// a command it has already applied and answer it with the first answer (see the broker's `dedup`
+/// module). The gateway never hands out 0: on the wire, 0 means that the command has no id.
+pub type RequestId = u64;
+
 /// The payload of a broker's answer to a command.
 pub type BrokerReply = Result<CommandResult, BrokerError>;
 

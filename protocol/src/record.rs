@@ -7,23 +7,58 @@
 //!
 //! Records are stored in [`RecordBatch`]es, one per raft entry, which carry a format version: a broker
 //! of version N+1 must still read batches written by version N, so fields are only ever appended and
-//! old layouts stay decodable.
+//! old layouts stay decodable. postcard, the log's encoding, is not self-describing: a reader cannot
+//! tell that a field is missing, so [`RecordBatch`] decodes by hand, reading the fields its version
+//! says it has.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::command::RequestId;
 
 /// The layout version of [`RecordBatch`] written by this build.
-pub const RECORD_FORMAT_VERSION: u16 = 1;
+///
+/// - 1: `version`, `records`.
+/// - 2: adds `timestamp`, `remember_until` and `answers`.
+pub const RECORD_FORMAT_VERSION: u16 = 2;
 
 /// A group of records appended to the log atomically: one engine processing step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RecordBatch {
     pub version: u16,
     pub records: Vec<Record>,
+    /// The leader's clock when it processed the batch (epoch milliseconds). Replicas expire remembered
+    /// answers by this time rather than by their own clocks, so they all expire the same ones. A
+    /// version 1 batch reads as its last record's timestamp (0 without records).
+    pub timestamp: i64,
+    /// Until when (epoch milliseconds) the partition remembers this batch's `answers`.
+    pub remember_until: i64,
+    /// The answers to the client commands in this batch that carried a request id, so that a retry
+    /// of one of them is answered the same instead of being applied again.
+    pub answers: Vec<Answer>,
+}
+
+/// The answer given to one client request, as the partition remembers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub request_id: RequestId,
+    /// The postcard-encoded `CommandResult`, encoded once by the leader and stored as it is.
+    pub result: Vec<u8>,
 }
 
 impl RecordBatch {
+    /// A batch of records that answers no request with an id.
     pub fn new(records: Vec<Record>) -> Self {
-        Self { version: RECORD_FORMAT_VERSION, records }
+        let timestamp = records.last().map_or(0, |r| r.timestamp);
+        Self { version: RECORD_FORMAT_VERSION, records, timestamp, remember_until: timestamp, answers: Vec::new() }
+    }
+
+    /// A batch processed at `timestamp` whose `answers` are remembered until `remember_until`.
+    pub fn with_answers(records: Vec<Record>, timestamp: i64, remember_until: i64, answers: Vec<Answer>) -> Self {
+        Self { version: RECORD_FORMAT_VERSION, records, timestamp, remember_until, answers }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -31,14 +66,63 @@ impl RecordBatch {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let batch: RecordBatch = postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
-        if batch.version > RECORD_FORMAT_VERSION {
-            return Err(DecodeError(format!(
-                "record batch version {} is newer than this broker understands ({RECORD_FORMAT_VERSION})",
-                batch.version
-            )));
+        // The version is read first on its own: postcard drops the message of an error raised
+        // while decoding, and a too new batch deserves a clear one.
+        let (version, _) = postcard::take_from_bytes::<u16>(bytes).map_err(|e| DecodeError(e.to_string()))?;
+        if version > RECORD_FORMAT_VERSION {
+            return Err(DecodeError(too_new(version)));
         }
-        Ok(batch)
+        postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))
+    }
+}
+
+/// The batch's fields in order, as a tuple: postcard writes a tuple and a struct alike, and a tuple
+/// lets the reader stop after the fields of an older version.
+impl Serialize for RecordBatch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut fields = serializer.serialize_tuple(5)?;
+        fields.serialize_element(&self.version)?;
+        fields.serialize_element(&self.records)?;
+        fields.serialize_element(&self.timestamp)?;
+        fields.serialize_element(&self.remember_until)?;
+        fields.serialize_element(&self.answers)?;
+        fields.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordBatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_tuple(5, BatchVisitor)
+    }
+}
+
+fn too_new(version: u16) -> String {
+    format!("record batch version {version} is newer than this broker understands ({RECORD_FORMAT_VERSION})")
+}
+
+struct BatchVisitor;
+
+impl<'de> Visitor<'de> for BatchVisitor {
+    type Value = RecordBatch;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a record batch")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut fields: A) -> Result<RecordBatch, A::Error> {
+        let missing = |index| de::Error::invalid_length(index, &"the fields of the batch's version");
+        let version: u16 = fields.next_element()?.ok_or_else(|| missing(0))?;
+        if version > RECORD_FORMAT_VERSION {
+            return Err(de::Error::custom(too_new(version)));
+        }
+        let records: Vec<Record> = fields.next_element()?.ok_or_else(|| missing(1))?;
+        if version == 1 {
+            return Ok(RecordBatch { version, ..RecordBatch::new(records) });
+        }
+        let timestamp = fields.next_element()?.ok_or_else(|| missing(2))?;
+        let remember_until = fields.next_element()?.ok_or_else(|| missing(3))?;
+        let answers = fields.next_element()?.ok_or_else(|| missing(4))?;
+        Ok(RecordBatch { version, records, timestamp, remember_until, answers })
     }
 }
 
@@ -598,21 +682,47 @@ mod tests {
         assert_eq!(ValueType::ProcessInstanceCreation as u8, 19);
     }
 
-    #[test]
-    fn batch_round_trips_and_rejects_future_versions() {
-        let batch = RecordBatch::new(vec![Record {
-            position: 1,
+    fn job_created(position: i64, timestamp: i64) -> Record {
+        Record {
+            position,
             source_position: -1,
             key: 7,
-            timestamp: 1000,
+            timestamp,
             record_type: RecordType::Event,
             intent: Intent::Job(JobIntent::Created),
             rejection: None,
             value: RecordValue::Job(JobRecord { job_type: "pay".into(), ..Default::default() }),
-        }]);
+        }
+    }
+
+    #[test]
+    fn batch_round_trips_and_rejects_future_versions() {
+        let answers = vec![Answer { request_id: u64::MAX, result: vec![1, 2, 3] }];
+        let batch = RecordBatch::with_answers(vec![job_created(1, 1000)], 1000, 301_000, answers);
         assert_eq!(RecordBatch::decode(&batch.encode()).unwrap(), batch);
-        let future = RecordBatch { version: RECORD_FORMAT_VERSION + 1, records: vec![] };
-        assert!(RecordBatch::decode(&future.encode()).is_err());
+        let future = RecordBatch { version: RECORD_FORMAT_VERSION + 1, ..RecordBatch::new(vec![]) };
+        let error = RecordBatch::decode(&future.encode()).unwrap_err().to_string();
+        assert!(error.contains("newer than this broker understands"), "{error}");
+    }
+
+    /// The layout of version 1, as brokers before request ids wrote it.
+    #[derive(Serialize)]
+    struct BatchV1 {
+        version: u16,
+        records: Vec<Record>,
+    }
+
+    #[test]
+    fn a_version_1_batch_still_decodes_without_reading_past_its_end() {
+        let old = BatchV1 { version: 1, records: vec![job_created(1, 900), job_created(2, 1000)] };
+        // In the raft log a batch is followed by other data; decoding must stop where it ends.
+        let bytes = postcard::to_stdvec(&(&old, 42u32)).unwrap();
+        let (batch, after): (RecordBatch, u32) = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(after, 42);
+        assert_eq!(batch.version, 1);
+        assert_eq!(batch.records, old.records);
+        assert_eq!(batch.timestamp, 1000, "an old batch's time is its last record's");
+        assert!(batch.answers.is_empty());
     }
 }
 

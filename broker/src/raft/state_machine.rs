@@ -2,7 +2,9 @@
 //!
 //! Applying is the only way partition state changes, on leader and followers alike. A whole run of
 //! entries is applied into one overlay and written as one RocksDB write batch together with the
-//! applied log id and membership, so state and its position are always consistent on disk.
+//! applied log id and membership, so state and its position are always consistent on disk. A batch's
+//! remembered answers ([`crate::dedup`]) are applied with its records, so that memory is as
+//! replicated as the engine's state.
 //!
 //! Snapshots are a consistent copy of the `state` column family taken from a RocksDB snapshot, stored
 //! as a file beside the database. Installing one replaces the state column family wholesale.
@@ -19,6 +21,7 @@ use waggle_engine::processor::Engine;
 use waggle_engine::state::{KvRead, KvWrite, Overlay};
 
 use super::{decode, encode, io_error, Applied, Entry, TypeConfig};
+use crate::dedup;
 use crate::storage::{cf, commit_state, Database, StateReader, CF_STATE};
 
 /// State keys of the state machine itself; the engine's tables never use this prefix.
@@ -39,6 +42,8 @@ struct SnapshotFile {
 pub struct StateMachine {
     db: Arc<Database>,
     engine: Engine,
+    /// The partition's memory of answered requests.
+    memory: dedup::Memory,
     snapshot_path: PathBuf,
     /// Called with the position of every applied batch's last record.
     on_applied: Arc<dyn Fn(i64) + Send + Sync>,
@@ -51,7 +56,7 @@ impl StateMachine {
         snapshot_path: PathBuf,
         on_applied: Arc<dyn Fn(i64) + Send + Sync>,
     ) -> Self {
-        Self { db, engine, snapshot_path, on_applied }
+        Self { db, engine, memory: dedup::Memory::default(), snapshot_path, on_applied }
     }
 
     fn read<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -96,6 +101,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for record in &batch.records {
                         self.engine.apply(&mut overlay, record);
                     }
+                    self.memory.apply(&mut overlay, &batch);
                     if let Some(last) = batch.records.last() {
                         applied.last_position = last.position;
                         last_position = Some(last.position);
@@ -146,6 +152,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.db.replace_state(batch).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
         self.engine = Engine::new(self.engine.partition_id(), self.engine.partition_count());
+        self.memory.reset();
         store_snapshot(
             &self.snapshot_path,
             &SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta: meta.clone(), entries: file.entries },

@@ -17,8 +17,12 @@
 //!   later confirms by asking to cancel the instance (NOT_FOUND again means it no longer runs). The
 //!   gateway itself may repeat a command whose answer it lost, so even a first attempt can meet
 //!   NOT_FOUND.
+//! - Every instance whose `a` job is activated is noted. An instance that no acknowledged creation
+//!   named can only stem from a creation that failed (its outcome unknown to the client), so there
+//!   are never more of them than failed creations: more would mean that a retried creation was
+//!   applied twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +107,8 @@ struct Ledger {
     /// Acknowledged job completions: job key and when the acknowledgement arrived.
     completed: HashMap<i64, Instant>,
     finished: HashMap<i64, Finish>,
+    /// Every process instance whose `a` job was activated.
+    ran: HashSet<i64>,
     /// Failed requests by RPC and status code: how many, and the first one's message.
     errors: BTreeMap<String, (usize, String)>,
 }
@@ -263,6 +269,20 @@ impl Workload {
     }
 
     /// One line on what happened so far.
+    /// Instances that ran without any acknowledged creation naming them, and how many creations failed.
+    pub fn unacknowledged_instances(&self) -> (Vec<i64>, usize) {
+        let ledger = self.ledger();
+        let acknowledged: HashSet<i64> = ledger.created.iter().map(|(key, _)| *key).collect();
+        let unacknowledged = ledger.ran.iter().filter(|key| !acknowledged.contains(key)).copied().collect();
+        let failed = ledger
+            .errors
+            .iter()
+            .filter(|(rpc, _)| rpc.starts_with("CreateProcessInstance "))
+            .map(|(_, (count, _))| *count)
+            .sum();
+        (unacknowledged, failed)
+    }
+
     pub fn summary(&self) -> String {
         let ledger = self.ledger();
         let finished: Vec<Finish> =
@@ -379,6 +399,9 @@ impl Worker {
             // Jobs that arrived before a stream failed were activated all the same.
             let mut ledger = self.ledger();
             ledger.activations.extend(jobs.iter().map(|job| (job.key, requested)));
+            if self.job_type == "a" {
+                ledger.ran.extend(jobs.iter().map(|job| job.process_instance_key));
+            }
             if let Some(status) = &failure {
                 ledger.error("ActivateJobs", status);
             }
