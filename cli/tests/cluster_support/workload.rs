@@ -228,16 +228,7 @@ impl Workload {
     ) -> Result<Duration, String> {
         let deadline = since + limit;
         loop {
-            // Creations are recorded in the order of their acknowledgement: the newest ones suffice, and a
-            // long run's ledger is not walked from its start every time.
-            let firsts: BTreeMap<u32, Instant> =
-                self.ledger().created.iter().rev().take_while(|(_, at)| *at > since).fold(
-                    BTreeMap::new(),
-                    |mut firsts, (key, at)| {
-                        firsts.insert(partition_of(*key), *at);
-                        firsts
-                    },
-                );
+            let firsts = self.first_creations_since(since);
             if firsts.len() as u32 == partitions {
                 return Ok(firsts.values().max().expect("there are partitions").duration_since(since));
             }
@@ -251,6 +242,19 @@ impl Workload {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// When each partition first acknowledged a creation after `since`.
+    pub fn first_creations_since(&self, since: Instant) -> BTreeMap<u32, Instant> {
+        // Creations are recorded in the order of their acknowledgement: the newest ones suffice, and a
+        // long run's ledger is not walked from its start every time.
+        self.ledger().created.iter().rev().take_while(|(_, at)| *at > since).fold(
+            BTreeMap::new(),
+            |mut firsts, (key, at)| {
+                firsts.insert(partition_of(*key), *at);
+                firsts
+            },
+        )
     }
 
     /// Waits until `count` more creations than now are acknowledged, so that what follows happens
