@@ -163,6 +163,15 @@ async fn seeded_fault_rounds_lose_no_acknowledged_work() {
             }
             Err(problem) => {
                 cluster.clock.note(format!("ROUND {round}/{rounds} FAILED ({}): {problem}", plan.description));
+                cluster.clock.note(format!(
+                    "leaders in the Topology (partition → brokers): {:?}; raft gauges (broker → partition → \
+                     gauges): {:?}",
+                    cluster.leader_claims().await,
+                    cluster.raft_gauges_of_all().await
+                ));
+                for node in 0..BROKERS {
+                    cluster.clock.note(format!("broker {node} /health/live: {:?}", cluster.liveness(node).await));
+                }
                 entry.failures.push(format!("round {round}: {}: {problem}", plan.description));
                 failed_in_a_row += 1;
                 if failed_in_a_row == MAX_FAILED_IN_A_ROW {

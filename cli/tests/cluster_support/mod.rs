@@ -99,6 +99,8 @@ struct Broker {
 pub struct Cluster {
     pub clock: Clock,
     root: Option<tempfile::TempDir>,
+    /// The `waggle` binary every process runs; see [`keep_binary`].
+    binary: PathBuf,
     brokers: Vec<Broker>,
     gateway: Option<Child>,
     gateway_args: Vec<String>,
@@ -117,9 +119,22 @@ fn reserve_addrs(count: usize) -> Vec<TcpListener> {
     (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("a loopback port is free")).collect()
 }
 
-fn spawn(args: &[String], log: &Path, filter: &str) -> Child {
+/// Keeps the `waggle` binary as it is now in the cluster's directory, so that every start and
+/// restart runs the same build: cargo replaces the file at `CARGO_BIN_EXE_waggle` whenever any
+/// checkout sharing the target directory is built, which may happen while a long test runs.
+fn keep_binary(dir: &Path) -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_waggle"));
+    let kept = dir.join("waggle");
+    // Cargo replaces the file by unlinking it, so a hard link keeps the old build; a copy does too.
+    if std::fs::hard_link(built, &kept).is_err() {
+        std::fs::copy(built, &kept).unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+    }
+    kept
+}
+
+fn spawn(binary: &Path, args: &[String], log: &Path, filter: &str) -> Child {
     let file = File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-    Command::new(env!("CARGO_BIN_EXE_waggle"))
+    Command::new(binary)
         .args(args)
         .env("WAGGLE_LOG", filter)
         .env("WAGGLE_LOG_FORMAT", "human")
@@ -127,7 +142,7 @@ fn spawn(args: &[String], log: &Path, filter: &str) -> Child {
         .stdout(file.try_clone().expect("a log file handle can be duplicated"))
         .stderr(file)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", env!("CARGO_BIN_EXE_waggle")))
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
 /// The last lines of a log file, for failure reports.
@@ -211,6 +226,7 @@ impl Cluster {
         // From here on, dropping the cluster (a panic included) kills whatever was started.
         let mut cluster = Cluster {
             clock,
+            binary: keep_binary(root.path()),
             root: Some(root),
             brokers,
             gateway: None,
@@ -223,7 +239,7 @@ impl Cluster {
         };
         drop(reserved);
         for (node, broker) in cluster.brokers.iter_mut().enumerate() {
-            start_broker(broker, node);
+            start_broker(&cluster.binary, broker, node);
         }
         cluster.start_gateway();
         for node in 0..BROKERS {
@@ -251,7 +267,7 @@ impl Cluster {
     /// ready.
     pub async fn restart(&mut self, node: usize) {
         assert!(self.brokers[node].process.is_none(), "broker {node} is still running");
-        start_broker(&mut self.brokers[node], node);
+        start_broker(&self.binary, &mut self.brokers[node], node);
         self.clock.note(format!("restarted broker {node}"));
         self.wait_until_ready(node, Duration::from_secs(30)).await;
         self.clock.note(format!("broker {node} is ready again"));
@@ -262,7 +278,7 @@ impl Cluster {
     pub async fn restart_all(&mut self, nodes: &[usize]) {
         for &node in nodes {
             assert!(self.brokers[node].process.is_none(), "broker {node} is still running");
-            start_broker(&mut self.brokers[node], node);
+            start_broker(&self.binary, &mut self.brokers[node], node);
             self.clock.note(format!("restarted broker {node}"));
         }
         for &node in nodes {
@@ -330,7 +346,7 @@ impl Cluster {
     fn start_gateway(&mut self) {
         let root = self.root.as_ref().expect("the cluster's directory exists while it runs").path();
         let log = root.join(format!("gateway.{}.log", self.gateway_logs.len()));
-        self.gateway = Some(spawn(&self.gateway_args, &log, "info"));
+        self.gateway = Some(spawn(&self.binary, &self.gateway_args, &log, "info"));
         self.gateway_logs.push(log);
     }
 
@@ -368,6 +384,11 @@ impl Cluster {
             Some(Ok(Some(status))) => Some(status.to_string()),
             _ => None,
         }
+    }
+
+    /// Broker `node`'s answer to its liveness probe: status code and body.
+    pub async fn liveness(&self, node: usize) -> Result<(u16, String), String> {
+        management::get(self.brokers[node].management_addr, "/health/live").await
     }
 
     /// Broker `node`'s metrics in Prometheus' text format.
@@ -482,9 +503,9 @@ impl Cluster {
     }
 }
 
-fn start_broker(broker: &mut Broker, node: usize) {
+fn start_broker(binary: &Path, broker: &mut Broker, node: usize) {
     let log = broker.dir.join(format!("broker-{node}.{}.log", broker.logs.len()));
-    broker.process = Some(spawn(&broker.args, &log, BROKER_LOG_FILTER));
+    broker.process = Some(spawn(binary, &broker.args, &log, BROKER_LOG_FILTER));
     broker.logs.push(log);
 }
 
