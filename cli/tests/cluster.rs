@@ -8,40 +8,33 @@
 //! - acknowledged process instance keys are unique: two leaders acknowledging writes for one
 //!   partition would hand out the same key twice;
 //! - every acknowledged instance finishes once the cluster is whole again;
-//! - no job whose completion was acknowledged is ever activated again;
-//! - no more instances run than were acknowledged or failed to be created: the gateway's retries
-//!   never apply a creation twice.
+//! - no job whose completion was acknowledged is ever activated again.
 //!
 //! The tests print a timeline (run with `--nocapture`); when one fails it prints the tail of every
 //! process's log and keeps their data directory.
 
+// The harness serves the fault campaign too; this binary uses only part of it.
+#[allow(dead_code)]
 mod cluster_support;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cluster_support::checks::{
+    assert_one_leader_per_term, drain_and_check, highest_term_leaders, leader_commit_indexes, wait_until_applied,
+};
 use cluster_support::management::{RaftGauges, LEADER};
-use cluster_support::workload::{self, Workload};
+use cluster_support::workload::{start_load, LOAD_STEP, LOAD_STEP_LIMIT};
 use cluster_support::{Cluster, Network, BROKERS, PARTITIONS, SNAPSHOT_INTERVAL};
 
 /// The tests assert on timings and each runs four processes; two clusters at once would compete for
 /// the same few cores, so the tests take turns.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-const DEPLOY_LIMIT: Duration = Duration::from_secs(30);
-/// How long after the load starts every partition must have acknowledged a creation.
-const FIRST_CREATIONS_LIMIT: Duration = Duration::from_secs(15);
-/// Acknowledged creations the load adds before a fault and after recovery, so that faults hit work
-/// in flight and recovery is shown under load.
-const LOAD_STEP: usize = 300;
-/// How long the load may take for one step.
-const LOAD_STEP_LIMIT: Duration = Duration::from_secs(30);
 /// How long after a leader dies a new leader for every partition, and acknowledged creations on
 /// every partition, must appear. Elections time out after 0.4 to 0.8 s.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
-/// How long after the creations stop every acknowledged instance must have finished.
-const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// How long a killed broker may stay down while waiting for the log to move past it.
 const COMPACTION_LIMIT: Duration = Duration::from_secs(40);
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
@@ -77,7 +70,7 @@ async fn acknowledged_work_survives_killing_a_leader() {
     let restarted = Instant::now();
     cluster.restart(victim).await;
     let at_restart = leader_commit_indexes(&cluster).await;
-    wait_until_applied(&cluster, victim, &at_restart).await;
+    wait_until_applied(&cluster, victim, &at_restart, CATCH_UP_LIMIT).await;
     clock.note(format!(
         "broker {victim} applied what its leaders had committed at the restart ({at_restart:?}, partition → \
          index) {:?} after the restart",
@@ -87,7 +80,7 @@ async fn acknowledged_work_survives_killing_a_leader() {
     drain_and_check(&cluster, workload).await;
 
     let drained = leader_commit_indexes(&cluster).await;
-    wait_until_applied(&cluster, victim, &drained).await;
+    wait_until_applied(&cluster, victim, &drained, CATCH_UP_LIMIT).await;
     clock.note(format!("broker {victim} applied everything its leaders committed ({drained:?})"));
     let log = cluster.current_log(victim);
     assert!(
@@ -179,115 +172,6 @@ async fn isolated_leader_acknowledges_nothing_and_nothing_is_lost() {
     drain_and_check(&cluster, workload).await;
 }
 
-/// Deploys the process and starts the load; returns once every partition acknowledged creations and
-/// the load ran for a while.
-async fn start_load(cluster: &Cluster) -> Workload {
-    let client = cluster.client();
-    workload::deploy(&client, DEPLOY_LIMIT).await;
-    cluster.clock.note("deployed the two-task process");
-    let started = Instant::now();
-    let workload = Workload::start(&client);
-    let all = workload.wait_for_creations_on_every_partition(started, PARTITIONS, FIRST_CREATIONS_LIMIT).await;
-    cluster.clock.note(format!("creations acknowledged on every partition {all:?} after the load started"));
-    workload.wait_for_more_creations(LOAD_STEP, LOAD_STEP_LIMIT).await;
-    cluster.clock.note(format!("under load: {}", workload.summary()));
-    workload
-}
-
-/// Stops creating, lets the workers finish every acknowledged instance, and checks the ledger.
-async fn drain_and_check(cluster: &Cluster, mut workload: Workload) {
-    workload.stop_creating().await;
-    cluster.clock.note(format!("stopped creating: {}", workload.summary()));
-    let draining = Instant::now();
-    let unfinished = workload.wait_until_all_finished(DRAIN_LIMIT).await;
-    cluster.clock.note(format!("drained for {:?}: {}", draining.elapsed(), workload.summary()));
-    let created = workload.created();
-    let duplicates = workload.duplicate_instance_keys();
-    let reactivated = workload.reactivated_after_completion();
-    let gone = workload.finished_by_job_gone();
-    let (unacknowledged, failed_creations) = workload.unacknowledged_instances();
-    workload.stop().await;
-
-    assert!(
-        duplicates.is_empty(),
-        "{} acknowledged process instance keys were handed out twice (partitions {:?}): {:?}",
-        duplicates.len(),
-        partitions_of(&duplicates),
-        &duplicates[..duplicates.len().min(20)]
-    );
-    assert!(
-        unfinished.is_empty(),
-        "{} of {created} acknowledged instances did not finish within {DRAIN_LIMIT:?} (partitions {:?}): {:?}",
-        unfinished.len(),
-        partitions_of(&unfinished),
-        &unfinished[..unfinished.len().min(20)]
-    );
-    assert!(
-        reactivated.is_empty(),
-        "{} jobs were activated again after their completion had been acknowledged: {:?}",
-        reactivated.len(),
-        &reactivated[..reactivated.len().min(20)]
-    );
-    assert!(
-        unacknowledged.len() <= failed_creations,
-        "{} instances ran that no acknowledged creation named, but only {failed_creations} creations failed: \
-         a creation was applied twice (partitions {:?}): {:?}",
-        unacknowledged.len(),
-        partitions_of(&unacknowledged),
-        &unacknowledged[..unacknowledged.len().min(20)]
-    );
-    let running = workload::still_running(&cluster.client(), &gone).await;
-    assert!(
-        running.is_empty(),
-        "instances whose b job was gone had not finished: {:?}",
-        &running[..running.len().min(20)]
-    );
-    cluster.clock.note(format!(
-        "all {created} acknowledged instances finished, keys unique, no completed job activated again \
-         ({} instances confirmed finished by cancelling them)",
-        gone.len()
-    ));
-}
-
-/// How many keys fall on each partition.
-fn partitions_of(keys: &[i64]) -> BTreeMap<u32, usize> {
-    keys.iter().fold(BTreeMap::new(), |mut counts, key| {
-        *counts.entry(workload::partition_of(*key)).or_default() += 1;
-        counts
-    })
-}
-
-/// Per partition, the broker that is leader with the highest term, and that term.
-fn highest_term_leaders(gauges: &BTreeMap<usize, BTreeMap<u32, RaftGauges>>) -> BTreeMap<u32, (usize, i64)> {
-    let mut leaders: BTreeMap<u32, (usize, i64)> = BTreeMap::new();
-    for (node, partitions) in gauges {
-        for (partition, g) in partitions.iter().filter(|(_, g)| g.role == LEADER) {
-            if leaders.get(partition).is_none_or(|(_, term)| g.term > *term) {
-                leaders.insert(*partition, (*node, g.term));
-            }
-        }
-    }
-    leaders
-}
-
-/// Raft's election safety: at most one leader per term and partition. Role and term come from one
-/// scrape of one broker, so a broker that just stepped down cannot be mistaken for a second leader.
-fn assert_one_leader_per_term(gauges: &BTreeMap<usize, BTreeMap<u32, RaftGauges>>) {
-    for partition in 1..=PARTITIONS {
-        let mut leaders: Vec<(i64, usize)> = gauges
-            .iter()
-            .filter_map(|(node, partitions)| partitions.get(&partition).map(|g| (g, *node)))
-            .filter(|(g, _)| g.role == LEADER)
-            .map(|(g, node)| (g.term, node))
-            .collect();
-        leaders.sort();
-        assert!(
-            leaders.windows(2).all(|pair| pair[0].0 != pair[1].0),
-            "partition {partition} has two leaders in one term: (term, broker) {leaders:?}"
-        );
-    }
-}
-
 /// Waits until every other broker has compacted every partition's log past where `at_kill` (the
 /// gauges `victim` reported just before it was killed) ended; returns, by partition, that end and the
 /// lowest purged index among the other brokers.
@@ -318,38 +202,6 @@ async fn wait_until_compacted_past(
              partition → (broker {victim}'s last index, lowest purged index elsewhere): {progress:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// What the leader of each partition has committed.
-async fn leader_commit_indexes(cluster: &Cluster) -> BTreeMap<u32, i64> {
-    let gauges = cluster.raft_gauges_of_all().await;
-    let leaders = highest_term_leaders(&gauges);
-    let committed: BTreeMap<u32, i64> =
-        leaders.iter().map(|(p, (leader, _))| (*p, gauges[leader][p].commit_index)).collect();
-    assert_eq!(committed.len() as u32, PARTITIONS, "every partition has a leader: {gauges:?}");
-    committed
-}
-
-/// Waits until broker `node` has applied at least `targets` (partition → raft index).
-async fn wait_until_applied(cluster: &Cluster, node: usize, targets: &BTreeMap<u32, i64>) {
-    let started = Instant::now();
-    loop {
-        let own = cluster.raft_gauges(node).await.unwrap_or_default();
-        let lagging: BTreeMap<u32, (i64, Option<i64>)> = targets
-            .iter()
-            .map(|(p, target)| (*p, (*target, own.get(p).map(|g| g.applied_index))))
-            .filter(|(_, (target, applied))| applied.is_none_or(|applied| applied < *target))
-            .collect();
-        if lagging.is_empty() {
-            return;
-        }
-        assert!(
-            started.elapsed() < CATCH_UP_LIMIT,
-            "broker {node} did not catch up within {CATCH_UP_LIMIT:?}; partition → (leader's applied index, \
-             broker {node}'s): {lagging:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -7,10 +7,16 @@
 //! pod does behind a stable DNS name), and talks to the cluster only from outside: the Zeebe gRPC API
 //! of the gateway and the brokers' management HTTP API.
 //!
-//! Every process writes its log to a file; when a test panics, the harness prints the tail of every
-//! log and keeps the directory. Dropping the cluster kills every process, so a failing test leaves
-//! nothing running.
+//! Besides killing and restarting brokers, the harness can stop a broker without killing it
+//! (`SIGSTOP`, as a long GC pause or a frozen VM would), cut it off from its peers (with
+//! [`Network::Proxied`]), and kill and restart the gateway. Brokers can be given extra flags each
+//! ([`ClusterOptions`]), for instance their own disk watermarks.
+//!
+//! Every process writes its log to a file; when a test panics, the harness prints the tail of the
+//! latest logs and keeps the directory. Dropping the cluster kills every process, so a failing test
+//! leaves nothing running.
 
+pub mod checks;
 pub mod management;
 pub mod proxy;
 pub mod workload;
@@ -40,6 +46,8 @@ pub const SNAPSHOT_INTERVAL: u64 = 200;
 const BROKER_LOG_FILTER: &str = "info,openraft=warn,openraft::engine::handler::server_state_handler=info,\
                                  openraft::engine::handler::log_handler=info,openraft::core::sm::worker=info";
 const LOG_TAIL_LINES: usize = 40;
+/// Logs per process whose tail a failing test prints: a broker restarted many times has many.
+const LOGS_SHOWN_PER_PROCESS: usize = 2;
 
 /// How the brokers reach each other.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -48,6 +56,25 @@ pub enum Network {
     Direct,
     /// Through a [`Proxies`] path per ordered pair, so that a broker can be isolated.
     Proxied,
+}
+
+/// How to start a cluster: the network between brokers and extra flags per broker.
+pub struct ClusterOptions {
+    pub network: Network,
+    /// Appended to broker `node`'s command line, by node id.
+    pub broker_args: BTreeMap<usize, Vec<String>>,
+}
+
+impl ClusterOptions {
+    pub fn new(network: Network) -> ClusterOptions {
+        ClusterOptions { network, broker_args: BTreeMap::new() }
+    }
+
+    /// Adds flags to broker `node`'s command line.
+    pub fn broker_args(mut self, node: usize, args: &[&str]) -> ClusterOptions {
+        self.broker_args.entry(node).or_default().extend(args.iter().map(|a| a.to_string()));
+        self
+    }
 }
 
 /// The test's clock: every line the harness and the tests print carries the time since start.
@@ -72,10 +99,15 @@ struct Broker {
 pub struct Cluster {
     pub clock: Clock,
     root: Option<tempfile::TempDir>,
+    /// The `waggle` binary every process runs; see [`keep_binary`].
+    binary: PathBuf,
     brokers: Vec<Broker>,
     gateway: Option<Child>,
-    gateway_log: PathBuf,
+    gateway_args: Vec<String>,
+    /// One log file per start, as for brokers.
+    gateway_logs: Vec<PathBuf>,
     gateway_addr: SocketAddr,
+    gateway_management_addr: SocketAddr,
     /// Connects lazily and reconnects by itself, so it outlives a gateway that is not up yet.
     client: GatewayClient<Channel>,
     proxies: Option<Proxies>,
@@ -87,9 +119,22 @@ fn reserve_addrs(count: usize) -> Vec<TcpListener> {
     (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("a loopback port is free")).collect()
 }
 
-fn spawn(args: &[String], log: &Path, filter: &str) -> Child {
+/// Keeps the `waggle` binary as it is now in the cluster's directory, so that every start and
+/// restart runs the same build: cargo replaces the file at `CARGO_BIN_EXE_waggle` whenever any
+/// checkout sharing the target directory is built, which may happen while a long test runs.
+fn keep_binary(dir: &Path) -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_waggle"));
+    let kept = dir.join("waggle");
+    // Cargo replaces the file by unlinking it, so a hard link keeps the old build; a copy does too.
+    if std::fs::hard_link(built, &kept).is_err() {
+        std::fs::copy(built, &kept).unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+    }
+    kept
+}
+
+fn spawn(binary: &Path, args: &[String], log: &Path, filter: &str) -> Child {
     let file = File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-    Command::new(env!("CARGO_BIN_EXE_waggle"))
+    Command::new(binary)
         .args(args)
         .env("WAGGLE_LOG", filter)
         .env("WAGGLE_LOG_FORMAT", "human")
@@ -97,7 +142,7 @@ fn spawn(args: &[String], log: &Path, filter: &str) -> Child {
         .stdout(file.try_clone().expect("a log file handle can be duplicated"))
         .stderr(file)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", env!("CARGO_BIN_EXE_waggle")))
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
 /// The last lines of a log file, for failure reports.
@@ -110,6 +155,12 @@ fn tail(path: &Path) -> String {
 impl Cluster {
     /// Starts three brokers and a gateway and waits until every partition has a leader.
     pub async fn start(network: Network) -> Cluster {
+        Cluster::start_with(ClusterOptions::new(network)).await
+    }
+
+    /// [`Cluster::start`] with extra flags per broker.
+    pub async fn start_with(options: ClusterOptions) -> Cluster {
+        let ClusterOptions { network, mut broker_args } = options;
         let clock = Clock(Instant::now());
         let root = tempfile::Builder::new().prefix("waggle-cluster-").tempdir().expect("a temp dir can be created");
         let reserved = reserve_addrs(BROKERS * 3 + 2);
@@ -131,7 +182,7 @@ impl Cluster {
                 })
                 .collect();
             let dir = root.path().join(format!("broker-{node}"));
-            let args = [
+            let mut args = [
                 "broker",
                 "--node-id",
                 &node.to_string(),
@@ -156,6 +207,7 @@ impl Cluster {
             ]
             .map(String::from)
             .to_vec();
+            args.extend(broker_args.remove(&node).unwrap_or_default());
             std::fs::create_dir_all(&dir).expect("a broker directory can be created");
             brokers.push(Broker { args, management_addr: management[node], dir, logs: Vec::new(), process: None });
         }
@@ -168,25 +220,28 @@ impl Cluster {
             "--management-addr",
             &gateway_management.to_string(),
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
         let endpoint = Endpoint::from_shared(format!("http://{gateway_addr}")).expect("a valid URI");
-        let gateway_log = root.path().join("gateway.log");
         // From here on, dropping the cluster (a panic included) kills whatever was started.
         let mut cluster = Cluster {
             clock,
+            binary: keep_binary(root.path()),
             root: Some(root),
             brokers,
             gateway: None,
-            gateway_log,
+            gateway_args,
+            gateway_logs: Vec::new(),
             gateway_addr,
+            gateway_management_addr: gateway_management,
             client: GatewayClient::new(endpoint.connect_lazy()),
             proxies,
         };
         drop(reserved);
         for (node, broker) in cluster.brokers.iter_mut().enumerate() {
-            start_broker(broker, node);
+            start_broker(&cluster.binary, broker, node);
         }
-        cluster.gateway = Some(spawn(&gateway_args, &cluster.gateway_log, "info"));
+        cluster.start_gateway();
         for node in 0..BROKERS {
             cluster.wait_until_ready(node, Duration::from_secs(30)).await;
         }
@@ -212,10 +267,92 @@ impl Cluster {
     /// ready.
     pub async fn restart(&mut self, node: usize) {
         assert!(self.brokers[node].process.is_none(), "broker {node} is still running");
-        start_broker(&mut self.brokers[node], node);
+        start_broker(&self.binary, &mut self.brokers[node], node);
         self.clock.note(format!("restarted broker {node}"));
         self.wait_until_ready(node, Duration::from_secs(30)).await;
         self.clock.note(format!("broker {node} is ready again"));
+    }
+
+    /// Starts brokers `nodes` again, all at once (a single one may need the others for a quorum
+    /// before it is ready), and waits until each is ready.
+    pub async fn restart_all(&mut self, nodes: &[usize]) {
+        for &node in nodes {
+            assert!(self.brokers[node].process.is_none(), "broker {node} is still running");
+            start_broker(&self.binary, &mut self.brokers[node], node);
+            self.clock.note(format!("restarted broker {node}"));
+        }
+        for &node in nodes {
+            self.wait_until_ready(node, Duration::from_secs(30)).await;
+            self.clock.note(format!("broker {node} is ready again"));
+        }
+    }
+
+    /// Stops broker `node` with SIGSTOP: it keeps its sockets and its state but does nothing, as a
+    /// process in a long pause would, until [`Cluster::resume`].
+    pub fn pause(&self, node: usize) {
+        self.signal(node, libc::SIGSTOP);
+        self.clock.note(format!("paused broker {node} (SIGSTOP)"));
+    }
+
+    /// Lets a paused broker `node` go on (SIGCONT).
+    pub fn resume(&self, node: usize) {
+        self.signal(node, libc::SIGCONT);
+        self.clock.note(format!("resumed broker {node} (SIGCONT)"));
+    }
+
+    fn signal(&self, node: usize, signal: libc::c_int) {
+        let process = self.brokers[node].process.as_ref().unwrap_or_else(|| panic!("broker {node} is not running"));
+        let pid = libc::pid_t::try_from(process.id()).expect("a pid fits in pid_t");
+        // SAFETY: kill(2) takes plain integers; the pid is our own child, not yet reaped, so it
+        // cannot name another process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} to broker {node}: {}", std::io::Error::last_os_error());
+    }
+
+    /// Kills the gateway with SIGKILL.
+    pub fn kill_gateway(&mut self) {
+        let mut process = self.gateway.take().expect("the gateway is running");
+        process.kill().expect("SIGKILL can be sent to a child");
+        process.wait().expect("a killed child can be reaped");
+        self.clock.note("killed the gateway (SIGKILL)");
+    }
+
+    /// Starts the gateway again at the same addresses and waits until it knows a leader for every
+    /// partition. The client reconnects by itself.
+    pub async fn restart_gateway(&mut self) {
+        assert!(self.gateway.is_none(), "the gateway is still running");
+        self.start_gateway();
+        self.clock.note("restarted the gateway");
+        let limit = Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.gateway.as_mut().map(Child::try_wait) {
+                panic!("the gateway exited with {status} while starting");
+            }
+            match management::get(self.gateway_management_addr, "/health/ready").await {
+                Ok((200, _)) => {
+                    self.clock.note("the gateway is ready again");
+                    return;
+                }
+                Ok((status, body)) => last = format!("{status}: {body}"),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the gateway is not ready after {limit:?}; last answer: {last}");
+    }
+
+    fn start_gateway(&mut self) {
+        let root = self.root.as_ref().expect("the cluster's directory exists while it runs").path();
+        let log = root.join(format!("gateway.{}.log", self.gateway_logs.len()));
+        self.gateway = Some(spawn(&self.binary, &self.gateway_args, &log, "info"));
+        self.gateway_logs.push(log);
+    }
+
+    /// The cluster's temporary directory: every broker's data directory is below it.
+    pub fn dir(&self) -> &Path {
+        self.root.as_ref().expect("the cluster's directory exists while it runs").path()
     }
 
     /// Cuts broker `node` off from its peers (not from the gateway). Needs [`Network::Proxied`].
@@ -239,6 +376,19 @@ impl Cluster {
             }
         }
         exited
+    }
+
+    /// How the gateway exited, if it was started and has exited since.
+    pub fn gateway_exit(&mut self) -> Option<String> {
+        match self.gateway.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Broker `node`'s answer to its liveness probe: status code and body.
+    pub async fn liveness(&self, node: usize) -> Result<(u16, String), String> {
+        management::get(self.brokers[node].management_addr, "/health/live").await
     }
 
     /// Broker `node`'s metrics in Prometheus' text format.
@@ -353,9 +503,9 @@ impl Cluster {
     }
 }
 
-fn start_broker(broker: &mut Broker, node: usize) {
+fn start_broker(binary: &Path, broker: &mut Broker, node: usize) {
     let log = broker.dir.join(format!("broker-{node}.{}.log", broker.logs.len()));
-    broker.process = Some(spawn(&broker.args, &log, BROKER_LOG_FILTER));
+    broker.process = Some(spawn(binary, &broker.args, &log, BROKER_LOG_FILTER));
     broker.logs.push(log);
 }
 
@@ -369,8 +519,11 @@ impl Drop for Cluster {
         if !std::thread::panicking() {
             return;
         }
-        let logs = self.brokers.iter().flat_map(|b| b.logs.iter()).chain([&self.gateway_log]);
-        for log in logs {
+        let latest =
+            |logs: &[PathBuf]| -> Vec<PathBuf> { logs[logs.len().saturating_sub(LOGS_SHOWN_PER_PROCESS)..].to_vec() };
+        let logs: Vec<PathBuf> =
+            self.brokers.iter().flat_map(|b| latest(&b.logs)).chain(latest(&self.gateway_logs)).collect();
+        for log in &logs {
             eprintln!("===== last {LOG_TAIL_LINES} lines of {} =====\n{}", log.display(), tail(log));
         }
         if let Some(root) = self.root.take() {

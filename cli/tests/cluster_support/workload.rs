@@ -36,6 +36,8 @@ use waggle_protocol::gateway::{
     DeployResourceRequest, Resource,
 };
 
+use super::{Cluster, PARTITIONS};
+
 const PROCESS_ID: &str = "two-tasks";
 const MODEL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d" targetNamespace="t">
@@ -63,6 +65,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const COMPLETION_PERSISTENCE: Duration = Duration::from_secs(15);
 /// Pause after a failed request, so that a cluster without a leader is not hammered.
 const ERROR_PAUSE: Duration = Duration::from_millis(50);
+const DEPLOY_LIMIT: Duration = Duration::from_secs(30);
+/// How long after the load starts every partition must have acknowledged a creation.
+const FIRST_CREATIONS_LIMIT: Duration = Duration::from_secs(15);
+/// Acknowledged creations the load adds before a fault and after recovery, so that faults hit work
+/// in flight and recovery is shown under load.
+pub const LOAD_STEP: usize = 300;
+/// How long the load may take for one step.
+pub const LOAD_STEP_LIMIT: Duration = Duration::from_secs(30);
 
 /// The partition a key belongs to: keys are `(partition_id << 51) + counter`.
 pub fn partition_of(key: i64) -> u32 {
@@ -87,6 +97,21 @@ pub async fn deploy(client: &GatewayClient<Channel>, limit: Duration) {
             Err(status) => panic!("deploying the two-task process failed for {limit:?}: {status}"),
         }
     }
+}
+
+/// Deploys the process and starts the load; returns once every partition acknowledged creations and
+/// the load ran for a while.
+pub async fn start_load(cluster: &Cluster) -> Workload {
+    let client = cluster.client();
+    deploy(&client, DEPLOY_LIMIT).await;
+    cluster.clock.note("deployed the two-task process");
+    let started = Instant::now();
+    let workload = Workload::start(&client);
+    let all = workload.wait_for_creations_on_every_partition(started, PARTITIONS, FIRST_CREATIONS_LIMIT).await;
+    cluster.clock.note(format!("creations acknowledged on every partition {all:?} after the load started"));
+    workload.wait_for_more_creations(LOAD_STEP, LOAD_STEP_LIMIT).await;
+    cluster.clock.note(format!("under load: {}", workload.summary()));
+    workload
 }
 
 /// How the test knows that an instance's `b` job was completed.
@@ -178,6 +203,11 @@ impl Workload {
         self.ledger().created.len()
     }
 
+    /// Failed requests so far, by RPC and status code (such as `CreateProcessInstance Unavailable`).
+    pub fn failed_requests(&self) -> BTreeMap<String, usize> {
+        self.ledger().errors.iter().map(|(kind, (count, _))| (kind.clone(), *count)).collect()
+    }
+
     /// The partitions on which a creation was acknowledged after `since`.
     pub fn partitions_creating_since(&self, since: Instant) -> BTreeSet<u32> {
         self.ledger().created.iter().filter(|(_, at)| *at > since).map(|(key, _)| partition_of(*key)).collect()
@@ -191,26 +221,46 @@ impl Workload {
         partitions: u32,
         limit: Duration,
     ) -> Duration {
+        self.try_wait_for_creations_on_every_partition(since, partitions, limit).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Workload::wait_for_creations_on_every_partition`], returning what went wrong instead of
+    /// panicking.
+    pub async fn try_wait_for_creations_on_every_partition(
+        &self,
+        since: Instant,
+        partitions: u32,
+        limit: Duration,
+    ) -> Result<Duration, String> {
         let deadline = since + limit;
         loop {
-            let firsts: BTreeMap<u32, Instant> = self.ledger().created.iter().filter(|(_, at)| *at > since).fold(
-                BTreeMap::new(),
-                |mut firsts, (key, at)| {
-                    firsts.entry(partition_of(*key)).or_insert(*at);
-                    firsts
-                },
-            );
+            let firsts = self.first_creations_since(since);
             if firsts.len() as u32 == partitions {
-                return firsts.values().max().expect("there are partitions").duration_since(since);
+                return Ok(firsts.values().max().expect("there are partitions").duration_since(since));
             }
-            assert!(
-                Instant::now() < deadline,
-                "within {limit:?}, creations were acknowledged only on partitions {:?} (of 1..={partitions}); errors so far: {:?}",
-                firsts.keys().collect::<Vec<_>>(),
-                self.ledger().errors
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "within {limit:?}, creations were acknowledged only on partitions {:?} (of 1..={partitions}); \
+                     errors so far: {:?}",
+                    firsts.keys().collect::<Vec<_>>(),
+                    self.ledger().errors
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// When each partition first acknowledged a creation after `since`.
+    pub fn first_creations_since(&self, since: Instant) -> BTreeMap<u32, Instant> {
+        // Creations are recorded in the order of their acknowledgement: the newest ones suffice, and a
+        // long run's ledger is not walked from its start every time.
+        self.ledger().created.iter().rev().take_while(|(_, at)| *at > since).fold(
+            BTreeMap::new(),
+            |mut firsts, (key, at)| {
+                firsts.insert(partition_of(*key), *at);
+                firsts
+            },
+        )
     }
 
     /// Waits until `count` more creations than now are acknowledged, so that what follows happens
