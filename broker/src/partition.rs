@@ -505,6 +505,25 @@ impl Driver {
         }
     }
 
+    /// Appends a batch and waits until it is committed and applied, or until this replica stops
+    /// leading the term it wrote in. openraft 0.9 leaves a write unanswered when its entries are
+    /// replaced (a deposed leader that catches up by installing the new leader's snapshot), which
+    /// would hang the driver for good. Giving up is safe: the entries commit under the next leader
+    /// or never, and this replica processes again only after it leads a new term and has applied
+    /// everything before it (see [`Driver::ensure_leading`]); a client's retry meets the request-id
+    /// memory if the batch did commit.
+    async fn write(&self, batch: RecordBatch) -> Result<(), String> {
+        let mut metrics = self.raft.metrics();
+        let term = metrics.borrow().current_term;
+        let node_id = self.node_id;
+        let deposed = metrics.wait_for(|m| m.current_term != term || m.current_leader != Some(node_id));
+        tokio::select! {
+            biased;
+            written = self.raft.client_write(batch) => written.map(|_| ()).map_err(|e| e.to_string()),
+            _ = deposed => Err(format!("this replica stopped leading term {term} before the batch committed")),
+        }
+    }
+
     /// Whether this replica leads and has applied everything committed before its term began.
     async fn ensure_leading(&mut self) -> bool {
         let (leader, term, cut_off) = {
@@ -675,7 +694,7 @@ impl Driver {
         if !records.is_empty() || !answers.is_empty() {
             self.metrics.batch_records.with_label_values(&[label]).observe(records.len() as f64);
             let batch = RecordBatch::with_answers(records, now, now + self.dedup_window_ms, answers);
-            if let Err(e) = self.raft.client_write(batch).await {
+            if let Err(e) = self.write(batch).await {
                 tracing::warn!(partition = self.id, error = %e, "could not commit a batch; its commands were not applied");
                 self.reset_engine();
                 self.ready_term = None;

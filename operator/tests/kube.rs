@@ -640,8 +640,9 @@ fn zbctl() -> PathBuf {
     path
 }
 
-/// Runs zbctl against `address` with the Pod network's DNS names, as a client inside the cluster would.
-fn zbctl_run(address: &str, args: &[&str]) -> String {
+/// Runs zbctl against `address` with the Pod network's DNS names, as a client inside the cluster
+/// would; its output, or why it failed.
+fn zbctl_try(address: &str, args: &[&str]) -> Result<String, String> {
     let dir = env_dir();
     let output = Command::new(workspace_dir().join("scripts/local-k8s.sh"))
         .args(["run", dir.to_str().unwrap(), "--"])
@@ -651,8 +652,15 @@ fn zbctl_run(address: &str, args: &[&str]) -> String {
         .output()
         .expect("zbctl runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "zbctl {args:?} failed: {text}");
-    text
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("zbctl {args:?} failed: {text}"))
+    }
+}
+
+fn zbctl_run(address: &str, args: &[&str]) -> String {
+    zbctl_try(address, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
@@ -701,7 +709,8 @@ async fn three_brokers_and_a_gateway_serve_a_real_zeebe_client() {
     assert_eq!(address, format!("e2e-gateway.{ns}.svc:26500"));
 
     let topology = eventually("the gateway to see 3 brokers", Duration::from_secs(60), || async {
-        let out = zbctl_run(&address, &["status"]);
+        // The Service's name resolves once the gateway Pod is one of its ready endpoints.
+        let out = zbctl_try(&address, &["status"])?;
         if out.matches("Broker ").count() >= 3 {
             Ok(out)
         } else {
