@@ -3,58 +3,18 @@
 //! at the start, so other writers on the same disk cannot cross it by accident, and the 1 GiB
 //! ballast crosses it for sure. Nothing is restarted: the brokers must resume by themselves.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::{create, deploy, execute, http_get};
 use tokio_util::sync::CancellationToken;
 use waggle_broker::{BrokerConfig, RunningBroker};
-use waggle_protocol::broker_rpc::broker_client::BrokerClient;
-use waggle_protocol::broker_rpc::CommandEnvelope;
-use waggle_protocol::command::{
-    self, BrokerError, BrokerReply, ClientCommand, CommandResult, CreateProcessInstance, DEFAULT_TENANT,
-};
-use waggle_protocol::record::DeploymentResource;
+use waggle_protocol::command::{BrokerError, BrokerReply, ClientCommand, CommandResult};
 
 const MIB: u64 = 1024 * 1024;
-
-const MODEL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d" targetNamespace="t">
-  <bpmn:process id="one" isExecutable="true">
-    <bpmn:startEvent id="start" />
-    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work" />
-    <bpmn:serviceTask id="work"><bpmn:extensionElements><zeebe:taskDefinition type="work" /></bpmn:extensionElements></bpmn:serviceTask>
-    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end" />
-    <bpmn:endEvent id="end" />
-  </bpmn:process>
-</bpmn:definitions>"#;
-
-fn deploy() -> ClientCommand {
-    ClientCommand::Deploy {
-        resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
-        tenant_id: DEFAULT_TENANT.into(),
-    }
-}
-
-fn create() -> ClientCommand {
-    ClientCommand::CreateProcessInstance(CreateProcessInstance {
-        process_definition_key: 0,
-        bpmn_process_id: "one".into(),
-        version: -1,
-        variables: "{}".into(),
-        tenant_id: DEFAULT_TENANT.into(),
-        await_result: None,
-    })
-}
-
-async fn execute(addr: SocketAddr, command: &ClientCommand) -> BrokerReply {
-    let mut client = BrokerClient::connect(format!("http://{addr}")).await.expect("broker answers");
-    let reply = client
-        .execute(CommandEnvelope { partition_id: 1, payload: command::encode(command), request_id: 0 })
-        .await
-        .expect("execute succeeds at the transport level");
-    command::decode::<BrokerReply>(&reply.into_inner().payload).expect("reply decodes")
-}
 
 /// Sends `command` until the answer satisfies `done`, for at most `limit`; the last answer.
 async fn execute_until(
@@ -71,15 +31,6 @@ async fn execute_until(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text
 }
 
 /// The value of the metric line that starts with `series` (a name, with its labels if it has any).
