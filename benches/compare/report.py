@@ -1,0 +1,124 @@
+"""Prints benches/compare.sh's table and ratios from the figures each run left in RESULTS_DIR.
+
+    python3 report.py RESULTS_DIR
+
+RESULTS_DIR holds, per system, either SYSTEM.json (one JSON object: `waggle bench --json`'s for
+Waggle, restate-load.mjs's or temporal_bench.py's for the others) or SYSTEM.skipped (one line: why
+it did not run). Waggle's figures are renamed to the fields the other two print, so one table holds
+all three. Only the standard library is used, so the report needs no install.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+# What one unit of work is called for each system, and which processes each CPU column charges.
+SYSTEMS = [
+    ("waggle", "Waggle", "instance"),
+    ("restate", "Restate", "invocation"),
+    ("temporal", "Temporal", "workflow"),
+]
+CHARGED = {
+    "waggle": "server: the `waggle dev` process (gateway, broker, engine and storage in one); its job "
+    "worker runs inside the `waggle bench` load generator and is not charged",
+    "restate": "server: the `restate-server` process; handler: the service's Node process (the SDK's "
+    "side of the journal protocol plus the handler)",
+    "temporal": "server: the `temporal server start-dev` process (all services and SQLite in one); "
+    "handler: the Python worker (runs the workflow code and the activity)",
+}
+
+
+def load(results: Path, key: str):
+    """The figures of one system in the common shape, or the reason it was skipped."""
+    skipped = results / f"{key}.skipped"
+    if skipped.exists():
+        return None, skipped.read_text().strip()
+    path = results / f"{key}.json"
+    if not path.exists():
+        return None, "no result (the run failed; see its output above)"
+    figures = json.loads(path.read_text().strip().splitlines()[-1])
+    if key == "waggle":
+        figures = {
+            "in_flight": figures["in_flight"],
+            "count": figures["instances"],
+            "per_second": figures["instances_per_second"],
+            "p50_ms": figures["p50_ms"],
+            "p95_ms": figures["p95_ms"],
+            "p99_ms": figures["p99_ms"],
+            "max_ms": figures["max_ms"],
+            "server_cpu_us": figures.get("server_cpu_us_per_instance"),
+            "handler_cpu_us": None,
+            "server_rss_mb": figures.get("resident_mb"),
+            "handler_rss_mb": None,
+        }
+    return figures, None
+
+
+def fmt(value, digits=0):
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def with_handler(figures):
+    """CPU per unit of the server and the handler process together (the server's alone if no handler)."""
+    server, handler = figures.get("server_cpu_us"), figures.get("handler_cpu_us")
+    if server is None:
+        return None
+    return server + (handler or 0.0)
+
+
+def ratio(a, b):
+    return "n/a" if a is None or b in (None, 0) else f"{a / b:.2f}x"
+
+
+def main() -> None:
+    results = Path(sys.argv[1])
+    rows, skipped = {}, {}
+    for key, _, _ in SYSTEMS:
+        figures, reason = load(results, key)
+        if figures is None:
+            skipped[key] = reason
+        else:
+            rows[key] = figures
+
+    header = (
+        f"{'system':<9} {'unit':<10} {'in-flight':>9} {'units/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'server CPU':>11} {'+handler':>9} {'server RSS':>10}"
+    )
+    print(header)
+    print(f"{'':<75} {'µs/unit':>11} {'µs/unit':>9} {'MB':>10}")
+    for key, name, unit in SYSTEMS:
+        if key not in rows:
+            print(f"{name:<9} skipped: {skipped[key]}")
+            continue
+        f = rows[key]
+        print(
+            f"{name:<9} {unit:<10} {f['in_flight']:>9} {fmt(f['per_second']):>9} {fmt(f['p50_ms'], 1):>8} "
+            f"{fmt(f['p95_ms'], 1):>8} {fmt(f['p99_ms'], 1):>8} {fmt(f['max_ms'], 1):>8} "
+            f"{fmt(f['server_cpu_us']):>11} {fmt(f['handler_cpu_us']):>9} {fmt(f['server_rss_mb']):>10}"
+        )
+
+    print()
+    print("CPU charged (user + system time over the measured window, divided by the units completed in it):")
+    for key, name, _ in SYSTEMS:
+        if key in rows:
+            print(f"  {name}: {CHARGED[key]}")
+
+    waggle = rows.get("waggle")
+    others = [(key, name) for key, name, _ in SYSTEMS if key != "waggle" and key in rows]
+    if waggle and others:
+        print()
+        print("Waggle divided by each (throughput: above 1 means Waggle does more per second;")
+        print("latency and CPU: below 1 means Waggle takes less; '+handler' sets Waggle's server CPU")
+        print("against the other's server and handler processes together):")
+        for key, name in others:
+            f = rows[key]
+            print(
+                f"  vs {name:<9} throughput {ratio(waggle['per_second'], f['per_second'])}, "
+                f"p50 {ratio(waggle['p50_ms'], f['p50_ms'])}, p99 {ratio(waggle['p99_ms'], f['p99_ms'])}, "
+                f"server CPU/unit {ratio(waggle['server_cpu_us'], f['server_cpu_us'])}, "
+                f"+handler {ratio(with_handler(waggle), with_handler(f))}"
+            )
+
+
+if __name__ == "__main__":
+    main()
