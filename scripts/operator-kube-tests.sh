@@ -34,10 +34,5 @@ source "$dir/env"
 started=$(date +%s)
 # --workspace, like scripts/test.sh, so cargo unifies features the same way and reuses its build
 # (a narrower -p would rebuild dependencies, RocksDB among them, with other features).
-# Known failure, skipped until fixed: in three_brokers_and_a_gateway_serve_a_real_zeebe_client the
-# Gateway's Service name (e2e-gateway.<ns>.svc) never appears in the stand-in's hosts file, so zbctl
-# cannot dial it (seen 2026-12-01; the Endpoints watch in kubelet-standin publishes no address).
-# Run it alone with: cargo test --release --workspace --test kube -- --ignored three_brokers
-cargo test --release --workspace --test kube -- --ignored --test-threads 4 \
-  --skip three_brokers_and_a_gateway_serve_a_real_zeebe_client
+cargo test --release --workspace --test kube -- --ignored --test-threads 4
 echo "operator integration suite: $(($(date +%s) - started)) s"

@@ -19,6 +19,7 @@ mod network;
 mod pod;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,9 +27,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
@@ -258,41 +260,82 @@ async fn heartbeat(client: Client, name: String, shutdown: CancellationToken) {
     }
 }
 
-/// Keeps `<service>.<namespace>.svc` in the hosts file pointing at one ready endpoint of each Service.
+/// Keeps `<service>.<namespace>.svc` in the hosts file pointing at one ready Pod each Service selects.
+///
+/// A cluster's DNS answers from the Service's Endpoints, but those cannot exist here: the API server
+/// refuses loopback addresses in Endpoints, so the endpoints controller fails to write any for these
+/// Pods. The stand-in therefore matches each Service's selector against the Pods itself, as the
+/// endpoints controller would, and takes the first ready one by name.
 async fn publish_services(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let endpoints =
-        watcher::watcher(Api::<Endpoints>::all(shared.client.clone()), watcher::Config::default()).default_backoff();
-    tokio::pin!(endpoints);
+    let (services, services_writer) = reflector::store::<Service>();
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    let service_events = reflector::reflector(
+        services_writer,
+        watcher::watcher(Api::<Service>::all(shared.client.clone()), watcher::Config::default()).default_backoff(),
+    )
+    .map(|event| warn_on_watch_error("service", event));
+    let pod_events = reflector::reflector(
+        pods_writer,
+        watcher::watcher(Api::<Pod>::all(shared.client.clone()), watcher::Config::default()).default_backoff(),
+    )
+    .map(|event| warn_on_watch_error("pod", event));
+    let events = futures::stream::select(service_events, pod_events);
+    tokio::pin!(events);
+    let mut published: BTreeMap<(String, String), Ipv4Addr> = BTreeMap::new();
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => return,
-            event = endpoints.next() => event,
-        };
-        let (object, deleted) = match event {
-            Some(Ok(Event::Apply(e) | Event::InitApply(e))) => (e, false),
-            Some(Ok(Event::Delete(e))) => (e, true),
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "endpoints watch failed; retrying");
-                continue;
+            event = events.next() => if event.is_none() { return },
+        }
+        let wanted = service_addresses(&services.state(), &pods.state());
+        let gone = published.keys().filter(|key| !wanted.contains_key(*key));
+        let changed = wanted.iter().filter(|(key, ip)| published.get(*key) != Some(*ip));
+        for ((namespace, service), address) in gone.map(|key| (key, None)).chain(changed.map(|(k, ip)| (k, Some(*ip))))
+        {
+            if let Err(error) = shared.network.set_service(service, namespace, address) {
+                tracing::warn!(%error, "could not publish a service name");
             }
-            None => return,
+        }
+        published = wanted;
+    }
+}
+
+fn warn_on_watch_error<K>(what: &str, event: Result<Event<K>, watcher::Error>) {
+    if let Err(error) = event {
+        tracing::warn!(%error, "{what} watch failed; retrying");
+    }
+}
+
+/// The address each Service name should resolve to, by (namespace, name): the first ready Pod, by
+/// name, in the Service's namespace whose labels match its selector. Services without a selector,
+/// or with no ready Pod, resolve to nothing.
+fn service_addresses(services: &[Arc<Service>], pods: &[Arc<Pod>]) -> BTreeMap<(String, String), Ipv4Addr> {
+    let mut ready: Vec<&Pod> = pods.iter().map(AsRef::as_ref).filter(|pod| pod_ready(pod)).collect();
+    ready.sort_by_key(|pod| pod.name_any());
+    let mut addresses = BTreeMap::new();
+    for service in services {
+        let Some(selector) = service.spec.as_ref().and_then(|spec| spec.selector.as_ref()).filter(|s| !s.is_empty())
+        else {
+            continue;
         };
-        let address = (!deleted)
-            .then(|| {
-                object
-                    .subsets
-                    .iter()
-                    .flatten()
-                    .flat_map(|s| s.addresses.iter().flatten())
-                    .find_map(|a| a.ip.parse().ok())
-            })
-            .flatten();
-        let namespace = object.namespace().unwrap_or_default();
-        if let Err(error) = shared.network.set_service(&object.name_any(), &namespace, address) {
-            tracing::warn!(%error, "could not publish a service name");
+        let namespace = service.namespace().unwrap_or_default();
+        let chosen = ready.iter().find(|pod| {
+            pod.namespace().as_deref() == Some(namespace.as_str())
+                && selector.iter().all(|(key, value)| pod.labels().get(key) == Some(value))
+        });
+        if let Some(ip) = chosen.and_then(|pod| pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()) {
+            addresses.insert((namespace, service.name_any()), ip);
         }
     }
+    addresses
+}
+
+/// Whether the Pod runs, has an address and passes its readiness probe (and is not being deleted).
+fn pod_ready(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else { return false };
+    pod.metadata.deletion_timestamp.is_none()
+        && status.pod_ip.is_some()
+        && status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Compiles [`network::BIND_SHIM_SOURCE`] into the state directory.
@@ -327,4 +370,51 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = terminate.recv() => {}
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(namespace: &str, name: &str, app: &str, ip: &str, ready: bool) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+                "status": {
+                    "podIP": ip,
+                    "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                },
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn service(namespace: &str, name: &str, selector: serde_json::Value) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"selector": selector},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_service_name_resolves_to_the_first_ready_pod_its_selector_matches_in_its_namespace() {
+        let pods = [
+            pod("a", "gw-0", "gateway", "127.0.100.2", false),
+            pod("b", "gw-1", "gateway", "127.0.100.3", true),
+            pod("a", "gw-3", "gateway", "127.0.100.5", true),
+            pod("a", "gw-2", "gateway", "127.0.100.4", true),
+            pod("a", "broker-0", "broker", "127.0.100.6", true),
+        ];
+        let services = [
+            service("a", "gw", json!({"app": "gateway"})),
+            service("a", "nothing-ready", json!({"app": "missing"})),
+            service("a", "selectorless", json!({})),
+        ];
+        let addresses = service_addresses(&services, &pods);
+        let expected: BTreeMap<_, _> = [(("a".to_owned(), "gw".to_owned()), Ipv4Addr::new(127, 0, 100, 4))].into();
+        assert_eq!(addresses, expected);
+    }
 }
