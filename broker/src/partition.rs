@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::BasicNode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use waggle_engine::processor::{Engine, Input, Output, PartitionMessage, ProcessingLimits};
+use waggle_engine::processor::{Engine, Input, Involved, Output, PartitionMessage, ProcessingLimits};
 use waggle_engine::state::{tables, Overlay};
 use waggle_protocol::command::{self, BrokerError, BrokerReply, ClientCommand, CommandResult, RequestId};
 use waggle_protocol::record::{Answer, RecordBatch, RejectionType};
@@ -634,8 +634,11 @@ impl Driver {
                 // A panic in the engine (a bug that some command triggers) must not take the
                 // partition down, nor stop the commands after it: the input's writes are undone,
                 // a client command is rejected saying so, and the batch goes on.
+                // An instance the command acted on is marked (a failed job, an incident), so that a
+                // person sees it instead of the instance waiting silently.
                 let engine = &mut self.engine;
                 let input = submission.input;
+                let involved = Involved::of(&input);
                 let mut output = match guarded(&mut overlay, |overlay| engine.process(overlay, input, now)) {
                     Ok(output) => output,
                     Err(cause) => {
@@ -643,14 +646,25 @@ impl Driver {
                         self.engine = Engine::new(self.id, self.partition_count).with_limits(self.limits);
                         tracing::error!(partition = self.id, command = name, %cause, "processing failed; the command was rejected");
                         self.metrics.processing_failures.with_label_values(&[label, name]).inc();
+                        let mut output = involved
+                            .and_then(|involved| {
+                                let engine = &mut self.engine;
+                                let message = format!(
+                                    "Processing the {name} command failed ({cause}); it was rejected and changed \
+                                     nothing. This is a bug in Waggle: report it with this message"
+                                );
+                                guarded(&mut overlay, |overlay| {
+                                    engine.record_processing_failure(overlay, involved, message, now)
+                                })
+                                .ok()
+                            })
+                            .unwrap_or_default();
                         let reason = format!(
                             "Expected to process the {name} command, but processing failed ({cause}); the command \
                              was rejected and changed nothing"
                         );
-                        Output {
-                            result: Some(CommandResult::Rejected { kind: RejectionType::ProcessingError, reason }),
-                            ..Output::default()
-                        }
+                        output.result = Some(CommandResult::Rejected { kind: RejectionType::ProcessingError, reason });
+                        output
                     }
                 };
                 records.append(&mut output.records);

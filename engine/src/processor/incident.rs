@@ -1,12 +1,94 @@
 //! Incidents: raised where an instance cannot go on without a person, resolved when they fixed it.
+//!
+//! Besides the failures the engine itself detects (a FEEL error, a job without retries, an endless
+//! loop), there is the failure it cannot detect: a bug that makes processing a command panic. The
+//! partition undoes that command's writes and rejects it (see the broker's partition driver), but an
+//! instance it acted on would then sit silently, its job re-offered to the same fate. So the driver
+//! notes what the command names ([`Involved::of`]) before processing it, and after the panic
+//! [`Engine::record_processing_failure`] marks it: the job fails without retries and an incident holds
+//! its element, or an incident is raised on the element itself, with the panic's message.
 
-use waggle_protocol::command::CommandResult;
-use waggle_protocol::record::{IncidentIntent, IncidentRecord, Intent, RecordValue, RejectionType};
+use waggle_protocol::command::{ClientCommand, CommandResult};
+use waggle_protocol::record::{ErrorType, IncidentIntent, IncidentRecord, Intent, RecordValue, RejectionType};
 
 use super::element::Failure;
-use super::Ctx;
-use crate::state::tables::elements::ElementInstance;
-use crate::state::tables::{incidents, jobs};
+use super::{Ctx, Engine, Input, Output};
+use crate::state::tables::elements::{ElementInstance, Lifecycle};
+use crate::state::tables::jobs::JobState;
+use crate::state::tables::{elements, incidents, jobs};
+use crate::state::KvWrite;
+
+/// What a command acts on, for marking it when processing the command fails. Taken from the
+/// command alone (a copy of a key, no state lookup), so naming it costs the hot path nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Involved {
+    Job(i64),
+    ElementInstance(i64),
+    Incident(i64),
+}
+
+impl Involved {
+    /// The job, element instance or incident an input names, if any.
+    pub fn of(input: &Input) -> Option<Involved> {
+        let Input::Client(command) = input else { return None };
+        match command {
+            ClientCommand::CompleteJob { job_key, .. }
+            | ClientCommand::FailJob { job_key, .. }
+            | ClientCommand::ThrowError { job_key, .. }
+            | ClientCommand::UpdateJobRetries { job_key, .. }
+            | ClientCommand::UpdateJobTimeout { job_key, .. } => Some(Involved::Job(*job_key)),
+            ClientCommand::SetVariables { element_instance_key: key, .. }
+            | ClientCommand::CancelProcessInstance { process_instance_key: key } => {
+                Some(Involved::ElementInstance(*key))
+            }
+            ClientCommand::ResolveIncident { incident_key } => Some(Involved::Incident(*incident_key)),
+            _ => None,
+        }
+    }
+}
+
+impl Engine {
+    /// Marks what a command acted on after processing it failed with `message`: an activated job
+    /// fails without retries (which raises an incident on its element), anything else gets an
+    /// incident on its element instance, unless one with the same message is already open there.
+    pub fn record_processing_failure(
+        &mut self,
+        state: &mut dyn KvWrite,
+        involved: Involved,
+        message: String,
+        now: i64,
+    ) -> Output {
+        let mut ctx = Ctx::new(self, state, now);
+        let involved = match involved {
+            Involved::Incident(key) => match incidents::get(&*ctx.kv, key) {
+                Some(incident) if incident.job_key > 0 => Involved::Job(incident.job_key),
+                Some(incident) => Involved::ElementInstance(incident.element_instance_key),
+                None => return ctx.out,
+            },
+            other => other,
+        };
+        let element_instance_key = match involved {
+            Involved::Job(job_key) => match jobs::get(&*ctx.kv, job_key) {
+                Some(job) if job.state == JobState::Activated => {
+                    ctx.fail_job(job_key, 0, message, 0, String::new());
+                    return ctx.out;
+                }
+                Some(job) => job.record.element_instance_key,
+                None => return ctx.out,
+            },
+            Involved::ElementInstance(key) | Involved::Incident(key) => key,
+        };
+        let Some(instance) = elements::get(&*ctx.kv, element_instance_key) else { return ctx.out };
+        let already = incidents::of_element(&*ctx.kv, instance.key)
+            .into_iter()
+            .filter_map(|key| incidents::get(&*ctx.kv, key))
+            .any(|open| open.error_message == message);
+        if instance.lifecycle == Lifecycle::Activated && !already {
+            ctx.raise_incident(&instance, Failure { error_type: ErrorType::Unknown, message }, -1);
+        }
+        ctx.out
+    }
+}
 
 impl Ctx<'_> {
     /// Raises an incident on an element instance (and the job that failed, if `job_key` > 0).

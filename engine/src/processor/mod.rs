@@ -34,6 +34,7 @@ use waggle_protocol::record::{
 };
 
 pub use follow_up::ProcessingLimits;
+pub use incident::Involved;
 
 use crate::model::{ElementIdx, ProcessModel};
 use crate::state::tables::{meta, processes};

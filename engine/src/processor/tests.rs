@@ -12,7 +12,7 @@ use waggle_protocol::record::{
     RecordValue, RejectionType,
 };
 
-use super::{Engine, Input, Output};
+use super::{Engine, Input, Involved, Output};
 use crate::state::tables::{elements, incidents, jobs};
 use crate::state::{MemKv, Overlay};
 
@@ -37,6 +37,16 @@ impl Partition {
 
     fn process(&mut self, input: Input) -> Output {
         let output = process_and_apply(&mut self.leader, &mut self.follower, &mut self.state, input, self.now);
+        self.log.extend(output.records.iter().cloned());
+        output
+    }
+
+    /// What the partition does after processing a command that names `involved` panicked.
+    fn processing_failed(&mut self, involved: Involved, message: &str) -> Output {
+        let now = self.now;
+        let output = lead_and_follow(&mut self.leader, &mut self.follower, &mut self.state, |leader, overlay| {
+            leader.record_processing_failure(overlay, involved, message.to_owned(), now)
+        });
         self.log.extend(output.records.iter().cloned());
         output
     }
@@ -137,9 +147,20 @@ impl Partition {
 /// Processes `input` like a leader (on an overlay), applies the records like a follower, and checks
 /// that both give the same state: the determinism the log depends on.
 fn process_and_apply(leader: &mut Engine, follower: &mut Engine, state: &mut MemKv, input: Input, now: i64) -> Output {
+    lead_and_follow(leader, follower, state, |leader, overlay| leader.process(overlay, input, now))
+}
+
+/// Runs `lead` like a leader (on an overlay), applies its records like a follower, and checks that
+/// both give the same state.
+fn lead_and_follow(
+    leader: &mut Engine,
+    follower: &mut Engine,
+    state: &mut MemKv,
+    lead: impl FnOnce(&mut Engine, &mut Overlay<'_>) -> Output,
+) -> Output {
     let (output, processed) = {
         let mut overlay = Overlay::new(&*state);
-        let output = leader.process(&mut overlay, input, now);
+        let output = lead(leader, &mut overlay);
         (output, overlay.into_writes())
     };
     let mut leader_view = state.clone();
@@ -520,6 +541,56 @@ fn failing_a_job_without_retries_raises_an_incident_that_resolves_after_retries_
     assert_eq!((again.key, again.retries), (job.key, 2));
     p.complete(again.key, json!({}));
     assert!(p.completed(instance));
+}
+
+#[test]
+fn a_command_whose_processing_failed_fails_its_job_into_an_incident_that_a_person_can_resolve() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    let instance = p.create("one", json!({}));
+    let job = p.activate("work", 1).remove(0);
+    let complete = Input::Client(ClientCommand::CompleteJob { job_key: job.key, variables: "{}".into() });
+    let involved = Involved::of(&complete).expect("a completion names its job");
+    p.processing_failed(involved, "Processing the CompleteJob command failed (boom)");
+
+    let (incident_key, incident) = p.open_incidents().remove(0);
+    assert_eq!(incident.job_key, job.key);
+    assert_eq!(incident.process_instance_key, instance);
+    assert_eq!(incident.error_message, "Processing the CompleteJob command failed (boom)");
+    assert!(p.activate("work", 1).is_empty(), "the job is held by the incident, not re-offered");
+    assert_eq!(jobs::get(&p.state, job.key).unwrap().record.retries, 0);
+
+    p.command(ClientCommand::UpdateJobRetries { job_key: job.key, retries: 1 });
+    assert!(matches!(p.command(ClientCommand::ResolveIncident { incident_key }), CommandResult::Done { .. }));
+    let again = p.activate("work", 1).remove(0);
+    p.complete(again.key, json!({}));
+    assert!(p.completed(instance));
+}
+
+#[test]
+fn a_failed_command_on_an_element_raises_one_incident_there_however_often_it_fails() {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    let instance = p.create("one", json!({}));
+    let set = Input::Client(ClientCommand::SetVariables {
+        element_instance_key: instance,
+        variables: r#"{"a": 1}"#.into(),
+        local: false,
+    });
+    let involved = Involved::of(&set).unwrap();
+    assert_eq!(involved, Involved::ElementInstance(instance));
+    p.processing_failed(involved, "Processing the SetVariables command failed (boom)");
+    p.processing_failed(involved, "Processing the SetVariables command failed (boom)");
+    let open = p.open_incidents();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].1.element_instance_key, instance);
+    assert_eq!(open[0].1.error_type, ErrorType::Unknown);
+
+    let gone = Input::Client(ClientCommand::CompleteJob { job_key: 999_999, variables: String::new() });
+    assert!(
+        p.processing_failed(Involved::of(&gone).unwrap(), "boom").records.is_empty(),
+        "an unknown job marks nothing"
+    );
 }
 
 #[test]
