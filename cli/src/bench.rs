@@ -4,6 +4,12 @@
 //! as soon as it returns, so the latency of that call is the instance's create-to-completion time. A
 //! worker streams the jobs and completes them.
 //!
+//! With `--rate` the load is open instead of closed: instances are offered on a fixed schedule (at
+//! most `--in-flight` at once), and each latency counts from the instance's scheduled start, not from
+//! when a slot got round to sending it. A closed loop hides queueing (a slow answer delays the next
+//! request instead of making it wait), so latency at a given rate, such as half the peak, is only
+//! honest measured this way. `--runs N` repeats each measurement and adds a row of medians.
+//!
 //! A throughput figure is only worth what its conditions are, so every measurement also reports what
 //! a reader needs to trust it: the server's CPU time per instance and the records and fsyncs it wrote
 //! per instance (from the metrics of every process named with `--management`, read after the warm-up
@@ -55,9 +61,23 @@ pub struct BenchArgs {
     /// A directory on the disk the node writes to, for the fsync probe before each measurement.
     #[arg(long, default_value = ".")]
     probe_dir: PathBuf,
+    /// Offer instances at this many per second (open loop, latency from each scheduled start)
+    /// instead of starting the next as soon as a slot is free; `--in-flight` caps the concurrency.
+    #[arg(long, value_parser = positive_rate)]
+    rate: Option<f64>,
+    /// Run each measurement this many times and add a row with the median of every figure.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
     /// Print one JSON object per measurement (and interval) instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{s:?} is not a positive number of instances per second")),
+    }
 }
 
 fn bench_model() -> String {
@@ -91,7 +111,10 @@ impl ServerCounters {
         for addr in management {
             let text = http_get(addr, "/metrics").await.unwrap_or_default();
             let add = |sum: &mut Option<f64>, value: Option<f64>| *sum = sum.zip(value).map(|(a, b)| a + b);
-            add(&mut total.cpu_seconds, metric_sum(&text, "process_cpu_seconds_total"));
+            // Waggle's own CPU gauge is exact; the standard counter only counts whole seconds.
+            let cpu = metric_sum(&text, "waggle_process_cpu_seconds")
+                .or_else(|| metric_sum(&text, "process_cpu_seconds_total"));
+            add(&mut total.cpu_seconds, cpu);
             add(&mut total.resident_bytes, metric_sum(&text, "process_resident_memory_bytes"));
             // A gateway writes no records: charge it nothing rather than making the sum unknown.
             let broker = text.contains("waggle_batch_records");
@@ -127,6 +150,18 @@ async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
     Ok(body)
+}
+
+/// The middle value (the mean of the two middle ones for an even count); `None` for no values.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -190,6 +225,12 @@ async fn worker(mut client: GatewayClient<Channel>) -> anyhow::Result<()> {
 #[derive(Serialize)]
 struct Figures {
     in_flight: usize,
+    /// Instances offered per second (`--rate`); absent for a closed loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered_per_second: Option<f64>,
+    /// How many runs this row is the median of; absent for a single run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    median_of: Option<u32>,
     /// Seconds since the measurement began (after the warm-up); absent for a whole measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     interval_end_s: Option<f64>,
@@ -227,6 +268,8 @@ impl Figures {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         Figures {
             in_flight,
+            offered_per_second: None,
+            median_of: None,
             interval_end_s: None,
             instances: n,
             instances_per_second: n as f64 / seconds,
@@ -245,18 +288,49 @@ impl Figures {
         }
     }
 
+    /// The median of every figure over several runs of the same measurement.
+    fn median(runs: &[Figures]) -> Figures {
+        let of = |figure: fn(&Figures) -> f64| median(runs.iter().map(figure)).unwrap_or_default();
+        let of_known = |figure: fn(&Figures) -> Option<f64>| median(runs.iter().filter_map(figure));
+        Figures {
+            in_flight: runs[0].in_flight,
+            offered_per_second: runs[0].offered_per_second,
+            median_of: Some(runs.len() as u32),
+            interval_end_s: None,
+            instances: of(|f| f.instances as f64).round() as usize,
+            instances_per_second: of(|f| f.instances_per_second),
+            p50_ms: of(|f| f.p50_ms),
+            p95_ms: of(|f| f.p95_ms),
+            p99_ms: of(|f| f.p99_ms),
+            max_ms: of(|f| f.max_ms),
+            server_cpu_us_per_instance: of_known(|f| f.server_cpu_us_per_instance),
+            records_per_instance: of_known(|f| f.records_per_instance),
+            fsyncs_per_instance: of_known(|f| f.fsyncs_per_instance),
+            mean_runnable_tasks: of_known(|f| f.mean_runnable_tasks),
+            load_average_1m: of_known(|f| f.load_average_1m),
+            resident_mb: of_known(|f| f.resident_mb),
+            fsync_probe_p50_ms: of_known(|f| f.fsync_probe_p50_ms),
+            fsync_probe_p99_ms: of_known(|f| f.fsync_probe_p99_ms),
+        }
+    }
+
     fn print(&self, json: bool) {
         if json {
             println!("{}", serde_json::to_string(self).expect("figures serialize"));
             return;
         }
         let opt = |v: Option<f64>, digits: usize| v.map_or("n/a".to_string(), |v| format!("{v:.digits$}"));
-        let label = match self.interval_end_s {
-            Some(t) => format!("{}@{t:.0}s", self.in_flight),
+        let load = match self.offered_per_second {
+            Some(rate) => format!("{}@{rate:.0}/s", self.in_flight),
             None => self.in_flight.to_string(),
         };
+        let label = match (self.median_of, self.interval_end_s) {
+            (Some(runs), _) => format!("median/{runs}"),
+            (None, Some(t)) => format!("{load}+{t:.0}s"),
+            (None, None) => load,
+        };
         println!(
-            "{:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>8} {:>6} {:>7}",
+            "{:>12} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8} {:>8} {:>6} {:>7}",
             label,
             self.instances_per_second,
             self.p50_ms,
@@ -275,7 +349,7 @@ impl Figures {
 fn print_header(json: bool) {
     if !json {
         println!(
-            "{:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>7}",
+            "{:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>7}",
             "in-flight",
             "inst/s",
             "p50 ms",
@@ -288,6 +362,30 @@ fn print_header(json: bool) {
             "run-q",
             "RSS MB"
         );
+    }
+}
+
+/// When each instance starts: as soon as a slot is free (closed loop), or on a fixed timetable of
+/// `rate` per second from the measurement's creation (open loop), whichever slot is free taking the
+/// next start.
+struct Schedule {
+    rate: Option<f64>,
+    origin: Instant,
+    issued: std::sync::atomic::AtomicU64,
+}
+
+impl Schedule {
+    fn new(rate: Option<f64>) -> Self {
+        Schedule { rate, origin: Instant::now(), issued: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Waits for the next start and returns it: the moment the instance's latency counts from.
+    async fn next_start(&self) -> Instant {
+        let Some(rate) = self.rate else { return Instant::now() };
+        let ticket = self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = self.origin + Duration::from_nanos((ticket as f64 * 1e9 / rate).round() as u64);
+        tokio::time::sleep_until(start.into()).await;
+        start
     }
 }
 
@@ -315,20 +413,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let workers: Vec<_> = (0..2).map(|_| tokio::spawn(worker(client.clone()))).collect();
     print_header(args.json);
     for &in_flight in &args.in_flight {
-        let probe = fsync_probe(&args.probe_dir)
-            .with_context(|| format!("the fsync probe in {} failed", args.probe_dir.display()))?;
-        let mut figures = measure(&args, &client, in_flight).await?;
-        figures.fsync_probe_p50_ms = Some(probe.0);
-        figures.fsync_probe_p99_ms = Some(probe.1);
-        figures.print(args.json);
-        if !args.json {
-            println!(
-                "{:>10} fsync probe p50 {:.2} ms, p99 {:.2} ms; load average (1 min) at the end {}",
-                "",
-                probe.0,
-                probe.1,
-                figures.load_average_1m.map_or("n/a".into(), |l| format!("{l:.2}"))
-            );
+        let mut runs = Vec::with_capacity(args.runs as usize);
+        for _ in 0..args.runs {
+            let probe = fsync_probe(&args.probe_dir)
+                .with_context(|| format!("the fsync probe in {} failed", args.probe_dir.display()))?;
+            let mut figures = measure(&args, &client, in_flight).await?;
+            figures.fsync_probe_p50_ms = Some(probe.0);
+            figures.fsync_probe_p99_ms = Some(probe.1);
+            figures.print(args.json);
+            if !args.json {
+                println!(
+                    "{:>12} fsync probe p50 {:.2} ms, p99 {:.2} ms; load average (1 min) at the end {}",
+                    "",
+                    probe.0,
+                    probe.1,
+                    figures.load_average_1m.map_or("n/a".into(), |l| format!("{l:.2}"))
+                );
+            }
+            runs.push(figures);
+        }
+        if runs.len() > 1 {
+            Figures::median(&runs).print(args.json);
         }
     }
     for worker in workers {
@@ -343,13 +448,18 @@ async fn measure(args: &BenchArgs, client: &GatewayClient<Channel>, in_flight: u
     let measure_from = Instant::now() + warmup;
     let end = measure_from + length;
     let progress = Arc::new(Progress::default());
+    let schedule = Arc::new(Schedule::new(args.rate));
     let mut slots = JoinSet::new();
     for _ in 0..in_flight {
         let mut client = client.clone();
         let progress = progress.clone();
+        let schedule = schedule.clone();
         slots.spawn(async move {
-            while Instant::now() < end {
-                let begun = Instant::now();
+            loop {
+                let begun = schedule.next_start().await;
+                if begun >= end {
+                    break;
+                }
                 let request = CreateProcessInstanceWithResultRequest {
                     request: Some(CreateProcessInstanceRequest {
                         bpmn_process_id: PROCESS_ID.into(),
@@ -381,6 +491,7 @@ async fn measure(args: &BenchArgs, client: &GatewayClient<Channel>, in_flight: u
             let taken = interval_start.2 + latencies.len();
             let seconds = interval_start.0.elapsed().as_secs_f64();
             let mut figures = Figures::new(in_flight, &mut latencies, seconds, interval_start.1, counters);
+            figures.offered_per_second = args.rate;
             figures.interval_end_s = Some(measure_from.elapsed().as_secs_f64());
             figures.print(args.json);
             interval_start = (Instant::now(), counters, taken);
@@ -393,9 +504,34 @@ async fn measure(args: &BenchArgs, client: &GatewayClient<Channel>, in_flight: u
     }
     let mut latencies = std::mem::take(&mut *progress.latencies.lock().expect("latency list"));
     let mut figures = Figures::new(in_flight, &mut latencies, length.as_secs_f64(), before, after);
+    figures.offered_per_second = args.rate;
     figures.mean_runnable_tasks = (!runnable.is_empty()).then(|| runnable.iter().sum::<f64>() / runnable.len() as f64);
     figures.load_average_1m = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()));
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_two_middle_ones() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
+    }
+
+    #[tokio::test]
+    async fn an_open_loop_schedule_hands_out_starts_at_its_rate_and_a_closed_one_starts_now() {
+        let open = Schedule::new(Some(1000.0));
+        for ticket in 0..5u64 {
+            assert_eq!(open.next_start().await, open.origin + Duration::from_millis(ticket));
+        }
+        let closed = Schedule::new(None);
+        let before = Instant::now();
+        assert!(closed.next_start().await >= before);
+        assert_eq!(closed.issued.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
 }
