@@ -10,6 +10,7 @@ all three. Only the standard library is used, so the report needs no install.
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 # What one unit of work is called for each system, and which processes each CPU column charges.
@@ -50,6 +51,7 @@ def load(results: Path, key: str):
             "handler_cpu_us": None,
             "server_rss_mb": figures.get("resident_mb"),
             "handler_rss_mb": None,
+            "mean_runnable_tasks": figures.get("mean_runnable_tasks"),
         }
     return figures, None
 
@@ -67,7 +69,8 @@ def with_handler(figures):
 
 
 def ratio(a, b):
-    return "n/a" if a is None or b in (None, 0) else f"{a / b:.2f}x"
+    """a / b to three significant figures, so that a ratio far from 1 still reads (317x, 0.00448x)."""
+    return "n/a" if a is None or b in (None, 0) else f"{a / b:.3g}x"
 
 
 def main() -> None:
@@ -82,10 +85,10 @@ def main() -> None:
 
     header = (
         f"{'system':<9} {'unit':<10} {'in-flight':>9} {'units/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'server CPU':>11} {'+handler':>9} {'server RSS':>10}"
+        f"{'max ms':>8} {'server CPU':>11} {'+handler':>9} {'server RSS':>10} {'run-q':>6}"
     )
     print(header)
-    print(f"{'':<75} {'µs/unit':>11} {'µs/unit':>9} {'MB':>10}")
+    print(f"{'':<76} {'µs/unit':>11} {'µs/unit':>9} {'MB':>10}")
     for key, name, unit in SYSTEMS:
         if key not in rows:
             print(f"{name:<9} skipped: {skipped[key]}")
@@ -94,14 +97,16 @@ def main() -> None:
         print(
             f"{name:<9} {unit:<10} {f['in_flight']:>9} {fmt(f['per_second']):>9} {fmt(f['p50_ms'], 1):>8} "
             f"{fmt(f['p95_ms'], 1):>8} {fmt(f['p99_ms'], 1):>8} {fmt(f['max_ms'], 1):>8} "
-            f"{fmt(f['server_cpu_us']):>11} {fmt(f['handler_cpu_us']):>9} {fmt(f['server_rss_mb']):>10}"
+            f"{fmt(f['server_cpu_us']):>11} {fmt(f['handler_cpu_us']):>9} {fmt(f['server_rss_mb']):>10} "
+            f"{fmt(f.get('mean_runnable_tasks'), 1):>6}"
         )
 
     print()
+    print("run-q: mean number of runnable tasks on the machine while measuring (load generators included).")
     print("CPU charged (user + system time over the measured window, divided by the units completed in it):")
     for key, name, _ in SYSTEMS:
         if key in rows:
-            print(f"  {name}: {CHARGED[key]}")
+            print(textwrap.fill(f"{name}: {CHARGED[key]}", width=100, initial_indent="  ", subsequent_indent="    "))
 
     waggle = rows.get("waggle")
     others = [(key, name) for key, name, _ in SYSTEMS if key != "waggle" and key in rows]

@@ -61,6 +61,13 @@ function residentMb(pids) {
   return kb / 1000;
 }
 
+// Runnable tasks on the machine right now (procs_running of /proc/stat), sampled as `waggle bench`
+// does to show how busy the machine was; the load generator competes for the same cores.
+function runnableTasks() {
+  const line = readFileSync("/proc/stat", "utf8").split("\n").find((l) => l.startsWith("procs_running "));
+  return line ? Number(line.split(" ")[1]) : null;
+}
+
 // The same nearest-rank rule as `waggle bench`: sorted[round((n - 1) * p)].
 function percentile(sorted, p) {
   return sorted.length ? sorted[Math.round((sorted.length - 1) * p)] : 0;
@@ -122,7 +129,12 @@ async function main() {
     return { server: sumCpu(args.serverPids, args.clkTck), handler: sumCpu(args.handlerPids, args.clkTck) };
   };
   const before = await checkpoint(measureFrom);
-  const after = await checkpoint(end);
+  const runnable = [];
+  const sampler = setInterval(() => {
+    const tasks = runnableTasks();
+    if (tasks !== null) runnable.push(tasks);
+  }, 250);
+  const after = await checkpoint(end).finally(() => clearInterval(sampler));
   const rss = { server: residentMb(args.serverPids), handler: residentMb(args.handlerPids) };
   await slots;
   agent.destroy();
@@ -143,6 +155,7 @@ async function main() {
     handler_cpu_us: args.handlerPids.length ? perUnitUs(before.handler, after.handler) : null,
     server_rss_mb: args.serverPids.length ? rss.server : null,
     handler_rss_mb: args.handlerPids.length ? rss.handler : null,
+    mean_runnable_tasks: runnable.length ? runnable.reduce((a, b) => a + b, 0) / runnable.length : null,
   };
   console.log(JSON.stringify(figures));
 }

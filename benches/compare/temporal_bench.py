@@ -54,6 +54,16 @@ def resident_mb(pids: list[int]) -> float:
     return kb / 1000
 
 
+def runnable_tasks() -> float | None:
+    """Runnable tasks on the machine right now (procs_running of /proc/stat), sampled as `waggle bench`
+    does to show how busy the machine was; the load generator competes for the same cores."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("procs_running "):
+                return float(line.split()[1])
+    return None
+
+
 def percentile(sorted_values: list[float], p: float) -> float:
     """The same nearest-rank rule as `waggle bench`: sorted[round((n - 1) * p)], halves rounded up."""
     if not sorted_values:
@@ -100,7 +110,20 @@ async def drive(args: argparse.Namespace) -> None:
         return charged(args.server_pids), charged(args.handler_pids)
 
     before = await checkpoint(measure_from)
-    after = await checkpoint(end)
+    runnable: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            value = runnable_tasks()
+            if value is not None:
+                runnable.append(value)
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        after = await checkpoint(end)
+    finally:
+        sampler.cancel()
     rss = (resident_mb(args.server_pids), resident_mb(args.handler_pids))
     await slots
 
@@ -123,6 +146,7 @@ async def drive(args: argparse.Namespace) -> None:
         "handler_cpu_us": per_unit_us(args.handler_pids, before[1], after[1]),
         "server_rss_mb": rss[0] if args.server_pids else None,
         "handler_rss_mb": rss[1] if args.handler_pids else None,
+        "mean_runnable_tasks": sum(runnable) / len(runnable) if runnable else None,
     }
     print(json.dumps(figures), flush=True)
 
