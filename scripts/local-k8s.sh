@@ -40,10 +40,6 @@ log() { printf '[local-k8s %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
-as_root_in_namespace() { # unshare needs --map-root-user when we are not root
-  if [[ $(id -u) -eq 0 ]]; then unshare --mount --propagation private "$@"; else unshare --map-root-user --mount --propagation private "$@"; fi
-}
-
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 stop_pid() { # stop_pid FILE SECONDS: SIGTERM, then SIGKILL after SECONDS
@@ -179,7 +175,11 @@ case "$cmd" in
   run)
     [[ "${3:-}" == -- ]] || usage
     shift 3
-    as_root_in_namespace /bin/sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$dir/standin/hosts" "$@"
+    # exec all the way down (unshare and sh exec too), so the command keeps this script's pid and
+    # whoever started `run` can stop the command by stopping it.
+    if [[ $(id -u) -eq 0 ]]; then userns=(); else userns=(--map-root-user); fi
+    exec unshare "${userns[@]}" --mount --propagation private \
+      /bin/sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$dir/standin/hosts" "$@"
     ;;
   *) usage ;;
 esac

@@ -14,8 +14,8 @@
 //! a reader needs to trust it: the server's CPU time per instance and the records and fsyncs it wrote
 //! per instance (from the metrics of every process named with `--management`, read after the warm-up
 //! and at the end), the machine's load while it ran, the node's resident memory, and an fsync probe
-//! of the disk taken just before (this kind of disk is noisy, and an fsync sits on every answer's
-//! path). `--interval` prints figures per interval during a long run, to show whether throughput or
+//! of the disk and a CPU speed probe taken just before (this kind of disk is noisy, an fsync sits on
+//! every answer's path, and a shared machine's cores are not equally fast from hour to hour). `--interval` prints figures per interval during a long run, to show whether throughput or
 //! CPU per instance drift as history accumulates; `--json` prints one JSON object per measurement.
 
 use std::io::Write as _;
@@ -191,6 +191,30 @@ fn fsync_probe(dir: &std::path::Path) -> std::io::Result<(f64, f64)> {
     result
 }
 
+/// Milliseconds one core takes for a fixed amount of integer work (50 million rounds of a 64-bit
+/// mixing function), the median of five tries: how fast this machine's CPU is right now. Shared
+/// machines vary (the same work has taken 30 % longer from one hour to the next here), so a CPU
+/// time per instance is only comparable between runs together with this figure.
+fn cpu_probe() -> f64 {
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let begun = Instant::now();
+            let mut state = std::hint::black_box(0x9E37_79B9_7F4A_7C15u64);
+            for _ in 0..50_000_000u32 {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                state ^= z >> 31;
+            }
+            std::hint::black_box(state);
+            begun.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[2]
+}
+
 /// Runnable tasks on the machine right now (`procs_running` of /proc/stat), the instantaneous
 /// quantity the load average smooths; `None` off Linux.
 fn runnable_tasks() -> Option<f64> {
@@ -250,6 +274,8 @@ struct Figures {
     resident_mb: Option<f64>,
     fsync_probe_p50_ms: Option<f64>,
     fsync_probe_p99_ms: Option<f64>,
+    /// See [`cpu_probe`]; taken just before the measurement.
+    cpu_probe_ms: Option<f64>,
 }
 
 impl Figures {
@@ -285,6 +311,7 @@ impl Figures {
             resident_mb: after.resident_bytes.map(|b| b / 1e6),
             fsync_probe_p50_ms: None,
             fsync_probe_p99_ms: None,
+            cpu_probe_ms: None,
         }
     }
 
@@ -311,6 +338,7 @@ impl Figures {
             resident_mb: of_known(|f| f.resident_mb),
             fsync_probe_p50_ms: of_known(|f| f.fsync_probe_p50_ms),
             fsync_probe_p99_ms: of_known(|f| f.fsync_probe_p99_ms),
+            cpu_probe_ms: of_known(|f| f.cpu_probe_ms),
         }
     }
 
@@ -417,13 +445,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         for _ in 0..args.runs {
             let probe = fsync_probe(&args.probe_dir)
                 .with_context(|| format!("the fsync probe in {} failed", args.probe_dir.display()))?;
+            let cpu = cpu_probe();
             let mut figures = measure(&args, &client, in_flight).await?;
             figures.fsync_probe_p50_ms = Some(probe.0);
             figures.fsync_probe_p99_ms = Some(probe.1);
+            figures.cpu_probe_ms = Some(cpu);
             figures.print(args.json);
             if !args.json {
                 println!(
-                    "{:>12} fsync probe p50 {:.2} ms, p99 {:.2} ms; load average (1 min) at the end {}",
+                    "{:>12} fsync probe p50 {:.2} ms, p99 {:.2} ms; CPU probe {cpu:.0} ms; load average (1 min) at \
+                     the end {}",
                     "",
                     probe.0,
                     probe.1,
