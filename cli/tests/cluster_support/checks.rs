@@ -12,8 +12,11 @@ use super::management::{RaftGauges, LEADER};
 use super::workload::{self, Workload};
 use super::{Cluster, PARTITIONS};
 
-/// How long after the creations stop every acknowledged instance must have finished.
-const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+/// After the creations stop, the drain fails once no acknowledged instance has finished for this
+/// long (work that is stuck) ...
+const DRAIN_STALL: Duration = Duration::from_secs(60);
+/// ... or once this much time has passed in all (a backlog that never ends).
+const DRAIN_LIMIT: Duration = Duration::from_secs(900);
 
 /// Stops creating, lets the workers finish every acknowledged instance, and checks the ledger:
 ///
@@ -27,7 +30,7 @@ pub async fn drain_and_check(cluster: &Cluster, mut workload: Workload) {
     workload.stop_creating().await;
     cluster.clock.note(format!("stopped creating: {}", workload.summary()));
     let draining = Instant::now();
-    let unfinished = workload.wait_until_all_finished(DRAIN_LIMIT).await;
+    let unfinished = workload.wait_until_all_finished(DRAIN_STALL, DRAIN_LIMIT).await;
     cluster.clock.note(format!("drained for {:?}: {}", draining.elapsed(), workload.summary()));
     let created = workload.created();
     let duplicates = workload.duplicate_instance_keys();
@@ -45,8 +48,10 @@ pub async fn drain_and_check(cluster: &Cluster, mut workload: Workload) {
     );
     assert!(
         unfinished.is_empty(),
-        "{} of {created} acknowledged instances did not finish within {DRAIN_LIMIT:?} (partitions {:?}): {:?}",
+        "{} of {created} acknowledged instances did not finish: none finished for {DRAIN_STALL:?}, or {DRAIN_LIMIT:?} \
+         passed, after {:?} of draining (partitions {:?}): {:?}",
         unfinished.len(),
+        draining.elapsed(),
         partitions_of(&unfinished),
         &unfinished[..unfinished.len().min(20)]
     );

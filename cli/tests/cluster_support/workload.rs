@@ -280,11 +280,19 @@ impl Workload {
     }
 
     /// Waits until every acknowledged instance has finished; returns the ones that did not.
-    pub async fn wait_until_all_finished(&self, limit: Duration) -> Vec<i64> {
+    /// Waits until every acknowledged instance has finished, or until none has finished for `stall`
+    /// (stuck work), or `limit` has passed; returns those still unfinished. A long campaign on a
+    /// slow machine leaves a backlog that takes minutes to work off, so slow progress is waited
+    /// for and only a standstill fails fast.
+    pub async fn wait_until_all_finished(&self, stall: Duration, limit: Duration) -> Vec<i64> {
         let deadline = Instant::now() + limit;
+        let mut last_progress = (Instant::now(), usize::MAX);
         loop {
             let unfinished = self.unfinished();
-            if unfinished.is_empty() || Instant::now() >= deadline {
+            if unfinished.len() < last_progress.1 {
+                last_progress = (Instant::now(), unfinished.len());
+            }
+            if unfinished.is_empty() || Instant::now() >= deadline || last_progress.0.elapsed() >= stall {
                 return unfinished;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
