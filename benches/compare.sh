@@ -26,8 +26,9 @@
 # process that runs the user's code where the system puts it in a process of its own: Restate's
 # service (the SDK does its half of the journal protocol there) and Temporal's worker (it runs the
 # workflow code). Waggle's job worker runs inside `waggle bench` and is not charged, as no load
-# generator is. Waggle's figure comes from the node's process_cpu_seconds_total metric, which
-# `waggle bench` reads at the same two moments; it is the same /proc counter.
+# generator is. Waggle's figure comes from the node's own CPU-time metric, which `waggle bench`
+# reads at the same two moments: the same user + system time (waggle_process_cpu_seconds, from
+# CLOCK_PROCESS_CPUTIME_ID; process_cpu_seconds_total, in whole seconds, from older builds).
 #
 # Nothing is installed without asking:
 #   --install           `npm ci` in benches/compare (the Restate server binary and the TypeScript
