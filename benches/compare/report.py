@@ -56,6 +56,20 @@ def load(results: Path, key: str):
     return figures, None
 
 
+def waggle_probes(results: Path) -> str:
+    """The disk and CPU probes of Waggle's run, to set beside other days' figures; '' if absent."""
+    path = results / "waggle.json"
+    if not path.exists():
+        return ""
+    raw = json.loads(path.read_text().strip().splitlines()[-1])
+    parts = []
+    if raw.get("fsync_probe_p50_ms") is not None:
+        parts.append(f"fsync p50 {raw['fsync_probe_p50_ms']:.2f} ms, p99 {raw['fsync_probe_p99_ms']:.2f} ms")
+    if raw.get("cpu_probe_ms") is not None:
+        parts.append(f"CPU probe {raw['cpu_probe_ms']:.0f} ms")
+    return "; ".join(parts)
+
+
 def fmt(value, digits=0):
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -101,6 +115,9 @@ def main() -> None:
             f"{fmt(f.get('mean_runnable_tasks'), 1):>6}"
         )
 
+    probes = waggle_probes(results)
+    if probes:
+        print(f"Probes `waggle bench` took just before its measurement: {probes}.")
     print()
     print("run-q: mean number of runnable tasks on the machine while measuring (load generators included).")
     print("CPU charged (user + system time over the measured window, divided by the units completed in it):")
