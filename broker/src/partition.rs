@@ -3,7 +3,8 @@
 //! The driver is one task per partition. It takes commands from a bounded queue (a full queue is
 //! backpressure), processes everything waiting as one batch on an overlay of the applied state, appends
 //! the resulting records as one raft entry, and answers the clients once that entry is committed and
-//! applied. Batching amortises the fsync of the raft log over every command that arrived meanwhile.
+//! applied. The overlay's changes go to the state machine with the entry, so that the leader does not
+//! apply its own records a second time ([`crate::raft::handoff`]). Batching amortises the fsync of the raft log over every command that arrived meanwhile.
 //! Time-driven work (job time-outs, back-offs, message expiry) enters the same queue as a tick. A
 //! retried client command that the partition has already answered is answered again instead of being
 //! processed twice ([`crate::dedup`]).
@@ -26,6 +27,7 @@ use waggle_protocol::topology::{PartitionHealth, PartitionInfo, PartitionRole};
 use crate::dedup;
 use crate::disk::DiskWatch;
 use crate::metrics::Metrics;
+use crate::raft::handoff::{self, Handoff};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::state_machine::StateMachine;
@@ -187,9 +189,11 @@ impl Partition {
         .validate()
         .map_err(|e| raft_error(&e))?;
         let applied_metric = setup.metrics.applied_position.with_label_values(&[&id.to_string()]);
+        let handoff = Arc::new(Handoff::default());
         let state_machine = StateMachine::new(
             db.clone(),
             Engine::new(id, setup.partition_count),
+            handoff.clone(),
             dir.join("snapshot.bin"),
             Arc::new(move |position| applied_metric.set(position)),
         );
@@ -238,6 +242,7 @@ impl Partition {
             disk: setup.disk.clone(),
             yielding: false,
             dedup_window_ms: setup.dedup_window.as_millis() as i64,
+            handoff,
         };
         let driver = tokio::spawn(driver.run(setup.shutdown));
         Ok(Arc::new(Partition {
@@ -397,6 +402,8 @@ struct Driver {
     yielding: bool,
     /// See [`PartitionSetup::dedup_window`].
     dedup_window_ms: i64,
+    /// Hands the state changes of each processed batch to the state machine.
+    handoff: Arc<Handoff>,
 }
 
 /// Runs `process` on the overlay; if it panics, undoes its writes and returns the panic's message.
@@ -605,7 +612,8 @@ impl Driver {
         // Retries with the encoded answer they get, and retries of requests first seen in this batch.
         let mut retries: Vec<(Retry, Vec<u8>)> = Vec::new();
         let mut repeated: Vec<Retry> = Vec::new();
-        {
+        let base_position = self.handoff.applied_position();
+        let processed_writes = {
             let reader = StateReader::new(&self.db);
             let mut overlay = Overlay::new(&reader);
             for submission in batch {
@@ -699,7 +707,8 @@ impl Driver {
                 let received = submission.received;
                 outputs.push(Processed { reply: submission.reply, request, awaits, name, received, output });
             }
-        }
+            overlay.into_writes()
+        };
         for retry in repeated {
             // The latest answer: a waiting create's completion replaces its creation.
             let answer = answers[answered[&retry.request]].result.clone();
@@ -707,8 +716,19 @@ impl Driver {
         }
         if !records.is_empty() || !answers.is_empty() {
             self.metrics.batch_records.with_label_values(&[label]).observe(records.len() as f64);
+            if let (Some(term), Some(base_position), Some(first)) = (self.ready_term, base_position, records.first()) {
+                let first_position = first.position;
+                self.handoff.offer(handoff::Processed {
+                    term,
+                    first_position,
+                    base_position,
+                    writes: processed_writes,
+                });
+            }
             let batch = RecordBatch::with_answers(records, now, now + self.dedup_window_ms, answers);
-            if let Err(e) = self.write(batch).await {
+            let written = self.write(batch).await;
+            self.handoff.withdraw();
+            if let Err(e) = written {
                 tracing::warn!(partition = self.id, error = %e, "could not commit a batch; its commands were not applied");
                 self.reset_engine();
                 self.ready_term = None;

@@ -4,6 +4,7 @@
 //! engine; the state machine applies their events to the partition's state on every replica. The log
 //! store and the state machine share the partition's RocksDB database (different column families).
 
+pub mod handoff;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -1,6 +1,8 @@
 //! The partition state machine: applies committed batches through the engine's appliers.
 //!
-//! Applying is the only way partition state changes, on leader and followers alike. A whole run of
+//! Applying is the only way partition state changes, on leader and followers alike. A leader takes the
+//! changes its driver already made while processing a batch instead of applying that batch's records
+//! again ([`super::handoff`]); every other entry goes through the engine's appliers. A whole run of
 //! entries is applied into one overlay and written as one RocksDB write batch together with the
 //! applied log id and membership, so state and its position are always consistent on disk. A batch's
 //! remembered answers ([`crate::dedup`]) are applied with its records, so that memory is as
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use waggle_engine::processor::Engine;
 use waggle_engine::state::{KvRead, KvWrite, Overlay};
 
+use super::handoff::Handoff;
 use super::{decode, encode, io_error, Applied, Entry, TypeConfig};
 use crate::dedup;
 use crate::storage::{cf, commit_state, Database, StateReader, CF_STATE};
@@ -44,6 +47,11 @@ pub struct StateMachine {
     engine: Engine,
     /// The partition's memory of answered requests.
     memory: dedup::Memory,
+    /// The changes the leader's driver made while processing the batches it writes.
+    handoff: Arc<Handoff>,
+    /// The position of the last record applied, when known: not after a start or a snapshot install
+    /// until a batch with records is applied.
+    applied_position: Option<i64>,
     snapshot_path: PathBuf,
     /// Called with the position of every applied batch's last record.
     on_applied: Arc<dyn Fn(i64) + Send + Sync>,
@@ -53,10 +61,19 @@ impl StateMachine {
     pub fn new(
         db: Arc<Database>,
         engine: Engine,
+        handoff: Arc<Handoff>,
         snapshot_path: PathBuf,
         on_applied: Arc<dyn Fn(i64) + Send + Sync>,
     ) -> Self {
-        Self { db, engine, memory: dedup::Memory::default(), snapshot_path, on_applied }
+        Self {
+            db,
+            engine,
+            memory: dedup::Memory::default(),
+            handoff,
+            applied_position: None,
+            snapshot_path,
+            on_applied,
+        }
     }
 
     fn read<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -91,20 +108,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let reader = StateReader::new(&self.db);
         let mut overlay = Overlay::new(&reader);
         let mut results = Vec::new();
-        let mut last_position = None;
+        let mut position = self.applied_position;
         for entry in entries {
             let log_id = *entry.get_log_id();
             let mut applied = Applied::default();
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
-                    for record in &batch.records {
-                        self.engine.apply(&mut overlay, record);
+                    let processed = batch
+                        .records
+                        .first()
+                        .and_then(|first| self.handoff.take(log_id.leader_id.term, first.position, position));
+                    match processed {
+                        Some(writes) => overlay.absorb(writes),
+                        None => {
+                            for record in &batch.records {
+                                self.engine.apply(&mut overlay, record);
+                            }
+                        }
                     }
                     self.memory.apply(&mut overlay, &batch);
                     if let Some(last) = batch.records.last() {
                         applied.last_position = last.position;
-                        last_position = Some(last.position);
+                        position = Some(last.position);
                     }
                 }
                 EntryPayload::Membership(membership) => {
@@ -116,8 +142,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let writes = overlay.into_writes();
         commit_state(&self.db, writes).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
-        if let Some(position) = last_position {
-            (self.on_applied)(position);
+        if position != self.applied_position {
+            self.applied_position = position;
+            self.handoff.set_applied_position(position);
+            if let Some(position) = position {
+                (self.on_applied)(position);
+            }
         }
         Ok(results)
     }
@@ -153,6 +183,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db.replace_state(batch).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
         self.engine = Engine::new(self.engine.partition_id(), self.engine.partition_count());
         self.memory.reset();
+        self.applied_position = None;
+        self.handoff.set_applied_position(None);
         store_snapshot(
             &self.snapshot_path,
             &SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta: meta.clone(), entries: file.entries },

@@ -48,14 +48,34 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn remember(&mut self, key: &[u8]) {
-        if let Some(undo) = &mut self.undo {
-            undo.push((key.to_vec(), self.writes.get(key).cloned()));
+    /// Buffers `write` of `key`, noting what it replaces while a checkpoint is open. The replaced
+    /// write moves into the undo log rather than being copied: every write of a batch passes here.
+    fn record(&mut self, key: &[u8], write: Write) {
+        let key = key.to_vec();
+        match &mut self.undo {
+            Some(undo) => {
+                let previous = self.writes.insert(key.clone(), write);
+                undo.push((key, previous));
+            }
+            None => {
+                self.writes.insert(key, write);
+            }
         }
     }
 
     pub fn into_writes(self) -> BTreeMap<Vec<u8>, Write> {
         self.writes
+    }
+
+    /// Takes over writes that another overlay made over the same state as this one shows, as if they
+    /// had been made here: later writes replace earlier ones of the same key.
+    pub fn absorb(&mut self, writes: BTreeMap<Vec<u8>, Write>) {
+        debug_assert!(self.undo.is_none(), "absorbing writes while a checkpoint is open");
+        if self.writes.is_empty() {
+            self.writes = writes;
+        } else {
+            self.writes.extend(writes);
+        }
     }
 }
 
@@ -114,13 +134,11 @@ impl KvRead for Overlay<'_> {
 
 impl KvWrite for Overlay<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.remember(key);
-        self.writes.insert(key.to_vec(), Write::Put(value.to_vec()));
+        self.record(key, Write::Put(value.to_vec()));
     }
 
     fn delete(&mut self, key: &[u8]) {
-        self.remember(key);
-        self.writes.insert(key.to_vec(), Write::Delete);
+        self.record(key, Write::Delete);
     }
 }
 
@@ -150,5 +168,22 @@ mod tests {
         overlay.release();
         overlay.rollback();
         assert_eq!(overlay.get(b"c"), Some(b"kept".to_vec()));
+    }
+
+    #[test]
+    fn absorbed_writes_replace_earlier_ones_and_keep_the_rest() {
+        let mut base = MemKv::new();
+        base.put(b"a", b"base");
+        let mut processed = Overlay::new(&base);
+        processed.put(b"b", b"processed");
+        processed.delete(b"a");
+        let processed = processed.into_writes();
+        let mut overlay = Overlay::new(&base);
+        overlay.put(b"b", b"earlier");
+        overlay.put(b"c", b"earlier");
+        overlay.absorb(processed);
+        assert_eq!(overlay.get(b"a"), None);
+        assert_eq!(overlay.get(b"b"), Some(b"processed".to_vec()));
+        assert_eq!(overlay.get(b"c"), Some(b"earlier".to_vec()));
     }
 }
