@@ -120,7 +120,7 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             node_id: config.node_id as u64,
             members,
             preferred_leader: config.replicas_of(partition_id).first() == Some(&config.node_id),
-            data_dir: &config.data_dir,
+            data_dir: config.data_dir.clone(),
             peers: peers.clone(),
             addresses: addresses.clone(),
             queue_capacity: config.queue_capacity,

@@ -31,9 +31,11 @@ pub fn router(service: Shared) -> Router {
         .with_state(service)
 }
 
-/// Alive unless a partition is dead for good (raft stopped on a fatal error) or stuck (no progress
-/// for the stall timeout): neither heals in this process, so Kubernetes should restart it. A
-/// partition without a leader is not a reason: that heals when the other replicas come back.
+/// Alive unless a partition is dead: stuck (no progress for the stall timeout), or stopped with
+/// restarts in place that keep failing (see [`crate::partition`]). Neither heals in this process, so
+/// Kubernetes should restart it. A replica that waits for disk space or is being restarted is not a
+/// reason (a new process would meet the same full disk), nor is a partition without a leader: that
+/// heals when the other replicas come back.
 async fn live(State(service): State<Shared>) -> impl IntoResponse {
     let dead: Vec<_> = service
         .info()

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub deferred_activations: IntCounterVec,
     /// Incidents raised on instances that ran too long without a wait state (likely endless loops).
     pub loop_incidents: IntCounterVec,
+    /// Replicas restarted in the broker's process after their raft stopped on a fatal error.
+    pub replica_restarts: IntCounterVec,
     /// Bytes free on the disk of the data directory.
     pub disk_free_bytes: prometheus::IntGauge,
     /// CPU time of the whole process to the nanosecond, set on each render. A gauge so that
@@ -130,6 +132,14 @@ impl Metrics {
                 partition,
             )
             .expect("valid metric"),
+            replica_restarts: IntCounterVec::new(
+                Opts::new(
+                    "waggle_replica_restarts_total",
+                    "Partition replicas restarted in place after their raft stopped on a fatal error",
+                ),
+                partition,
+            )
+            .expect("valid metric"),
             disk_free_bytes: prometheus::IntGauge::new(
                 "waggle_disk_free_bytes",
                 "Bytes free on the disk that holds the data directory",
@@ -160,6 +170,7 @@ impl Metrics {
             Box::new(metrics.processing_failures.clone()),
             Box::new(metrics.deferred_activations.clone()),
             Box::new(metrics.loop_incidents.clone()),
+            Box::new(metrics.replica_restarts.clone()),
             Box::new(metrics.disk_free_bytes.clone()),
             Box::new(metrics.cpu_seconds.clone()),
         ] {

@@ -53,7 +53,7 @@ impl BrokerService {
     pub fn refresh_raft_metrics(&self) {
         for partition in self.partitions.values() {
             let label = partition.id.to_string();
-            let m = partition.raft.metrics().borrow().clone();
+            let m = partition.raft().metrics().borrow().clone();
             let role = match m.state {
                 openraft::ServerState::Follower => 0,
                 openraft::ServerState::Candidate => 1,
@@ -119,18 +119,21 @@ impl Broker for BrokerService {
                     postcard::from_bytes(&envelope.payload).map_err(malformed)?;
                 if let (false, Err(refusal)) = (request.entries.is_empty(), log_space()) {
                     let heartbeat = AppendEntriesRequest { entries: Vec::new(), ..request };
-                    let _ = partition.raft.append_entries(heartbeat).await;
+                    let _ = partition.raft().append_entries(heartbeat).await;
                     return Err(refusal);
                 }
-                encode(&partition.raft.append_entries(request).await)
+                encode(&partition.raft().append_entries(request).await)
             }
             RaftKind::Vote => {
-                encode(&partition.raft.vote(postcard::from_bytes(&envelope.payload).map_err(malformed)?).await)
+                encode(&partition.raft().vote(postcard::from_bytes(&envelope.payload).map_err(malformed)?).await)
             }
             RaftKind::InstallSnapshot => {
                 log_space()?;
                 encode(
-                    &partition.raft.install_snapshot(postcard::from_bytes(&envelope.payload).map_err(malformed)?).await,
+                    &partition
+                        .raft()
+                        .install_snapshot(postcard::from_bytes(&envelope.payload).map_err(malformed)?)
+                        .await,
                 )
             }
         };

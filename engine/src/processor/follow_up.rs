@@ -51,7 +51,7 @@ impl Default for ProcessingLimits {
 }
 
 /// Deferred activations taken up per tick at most; each may run up to `max_steps_per_run` steps.
-const FOLLOW_UPS_PER_TICK: usize = 64;
+pub(super) const FOLLOW_UPS_PER_TICK: usize = 64;
 
 const ACTIVATE: Intent = Intent::ProcessInstance(ProcessInstanceIntent::ActivateElement);
 
@@ -81,7 +81,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn continue_follow_up(&mut self, key: i64) {
+    pub(super) fn continue_follow_up(&mut self, key: i64) {
         let Some(record) = follow_ups::get(&*self.kv, key) else { return };
         let model = self.model(record.process_definition_key);
         let element = model.as_ref().and_then(|m| m.find(&record.element_id));
@@ -99,18 +99,24 @@ impl Ctx<'_> {
         if !endless {
             return self.activate_element_as(&model, element, record.flow_scope_key, &record, key);
         }
-        self.event(
-            key,
-            Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating),
-            RecordValue::ProcessInstance(record),
-        );
-        let Some(instance) = elements::get(&*self.kv, key) else { return };
         let message = format!(
             "Expected the process instance to reach a wait state, but it took more than {steps} element steps \
              without one ({chain} deferred runs, the limit max_deferrals_without_wait); it probably loops \
              endlessly. Fix the loop's condition or variables, then resolve this incident to go on"
         );
         self.out.loop_incidents += 1;
+        self.hold_follow_up(key, record, message);
+    }
+
+    /// Starts a deferred activation and holds it there with an incident carrying `message`:
+    /// resolving the incident goes on with the activation.
+    pub(super) fn hold_follow_up(&mut self, key: i64, record: ProcessInstanceRecord, message: String) {
+        self.event(
+            key,
+            Intent::ProcessInstance(ProcessInstanceIntent::ElementActivating),
+            RecordValue::ProcessInstance(record),
+        );
+        let Some(instance) = elements::get(&*self.kv, key) else { return };
         self.raise_incident(&instance, Failure { error_type: ErrorType::Unknown, message }, -1);
     }
 

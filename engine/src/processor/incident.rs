@@ -7,6 +7,12 @@
 //! notes what the command names ([`Involved::of`]) before processing it, and after the panic
 //! [`Engine::record_processing_failure`] marks it: the job fails without retries and an incident holds
 //! its element, or an incident is raised on the element itself, with the panic's message.
+//!
+//! A tick has no single instance to mark, and it would fail again on the next tick, stalling every
+//! time-driven piece of work with it. The likely culprit in a tick is a deferred activation (it runs
+//! the element's whole activation, FEEL and all), so after a failed tick the driver takes each one up
+//! on its own ([`Input::FollowUp`]); the one that fails is started and held by an incident, as an
+//! endless loop is, and the tick goes on without it.
 
 use waggle_protocol::command::{ClientCommand, CommandResult};
 use waggle_protocol::record::{ErrorType, IncidentIntent, IncidentRecord, Intent, RecordValue, RejectionType};
@@ -15,7 +21,7 @@ use super::element::Failure;
 use super::{Ctx, Engine, Input, Output};
 use crate::state::tables::elements::{ElementInstance, Lifecycle};
 use crate::state::tables::jobs::JobState;
-use crate::state::tables::{elements, incidents, jobs};
+use crate::state::tables::{elements, follow_ups, incidents, jobs};
 use crate::state::KvWrite;
 
 /// What a command acts on, for marking it when processing the command fails. Taken from the
@@ -25,12 +31,18 @@ pub enum Involved {
     Job(i64),
     ElementInstance(i64),
     Incident(i64),
+    /// A deferred activation, by the key of the element instance it creates.
+    FollowUp(i64),
 }
 
 impl Involved {
     /// The job, element instance or incident an input names, if any.
     pub fn of(input: &Input) -> Option<Involved> {
-        let Input::Client(command) = input else { return None };
+        let command = match input {
+            Input::Client(command) => command,
+            Input::FollowUp(key) => return Some(Involved::FollowUp(*key)),
+            Input::Partition(_) | Input::Tick => return None,
+        };
         match command {
             ClientCommand::CompleteJob { job_key, .. }
             | ClientCommand::FailJob { job_key, .. }
@@ -59,6 +71,12 @@ impl Engine {
         now: i64,
     ) -> Output {
         let mut ctx = Ctx::new(self, state, now);
+        if let Involved::FollowUp(key) = involved {
+            if let Some(record) = follow_ups::get(&*ctx.kv, key) {
+                ctx.hold_follow_up(key, record, message);
+            }
+            return ctx.out;
+        }
         let involved = match involved {
             Involved::Incident(key) => match incidents::get(&*ctx.kv, key) {
                 Some(incident) if incident.job_key > 0 => Involved::Job(incident.job_key),
@@ -76,7 +94,7 @@ impl Engine {
                 Some(job) => job.record.element_instance_key,
                 None => return ctx.out,
             },
-            Involved::ElementInstance(key) | Involved::Incident(key) => key,
+            Involved::ElementInstance(key) | Involved::Incident(key) | Involved::FollowUp(key) => key,
         };
         let Some(instance) = elements::get(&*ctx.kv, element_instance_key) else { return ctx.out };
         let already = incidents::of_element(&*ctx.kv, instance.key)

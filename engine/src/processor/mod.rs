@@ -46,8 +46,12 @@ pub enum Input {
     Client(ClientCommand),
     /// A command from another partition, or its acknowledgement of ours.
     Partition(PartitionMessage),
-    /// Time-driven work that is due: job time-outs, retry back-offs, message expiry.
+    /// Time-driven work that is due: job time-outs, retry back-offs, message expiry, and the
+    /// activations earlier runs deferred.
     Tick,
+    /// One deferred activation, by the key of the element instance it creates, taken up on its own.
+    /// The partition uses it to find which activation made a tick fail ([`Involved::FollowUp`]).
+    FollowUp(i64),
 }
 
 /// What processing one input produced.
@@ -70,6 +74,31 @@ pub struct Output {
     pub deferred_activations: usize,
     /// Incidents raised on instances that ran too long without a wait state (likely endless loops).
     pub loop_incidents: usize,
+}
+
+impl Output {
+    /// Adds what processing another input produced, keeping this output's answer.
+    pub fn absorb(&mut self, other: Output) {
+        let Output {
+            mut records,
+            result: _,
+            mut finished_instances,
+            mut sends,
+            distributing,
+            mut distributions_finished,
+            mut jobs_available,
+            deferred_activations,
+            loop_incidents,
+        } = other;
+        self.records.append(&mut records);
+        self.finished_instances.append(&mut finished_instances);
+        self.sends.append(&mut sends);
+        self.distributing = self.distributing.or(distributing);
+        self.distributions_finished.append(&mut distributions_finished);
+        self.jobs_available.append(&mut jobs_available);
+        self.deferred_activations += deferred_activations;
+        self.loop_incidents += loop_incidents;
+    }
 }
 
 /// The processor of one partition. It holds nothing but a cache of parsed process models and when
@@ -140,6 +169,7 @@ impl Engine {
             Input::Client(command) => ctx.client_command(command),
             Input::Partition(message) => ctx.partition_message(message),
             Input::Tick => ctx.tick(),
+            Input::FollowUp(key) => ctx.continue_follow_up(key),
         }
         ctx.run_queue();
         ctx.out
@@ -152,6 +182,11 @@ impl Engine {
 
     /// When time-driven work is next due, if any: job and message deadlines, and resending commands
     /// that other partitions have not acknowledged yet.
+    /// The activations that earlier runs deferred, oldest first, as many as a tick takes up.
+    pub fn deferred_activations(&self, state: &dyn KvRead) -> Vec<i64> {
+        crate::state::tables::follow_ups::oldest(state, follow_up::FOLLOW_UPS_PER_TICK)
+    }
+
     pub fn next_due(&self, state: &dyn KvRead) -> Option<i64> {
         use crate::state::tables::{distribution, follow_ups, jobs, messages};
         let resend = distribution::has_pending(state).then_some(self.retry_at.unwrap_or(i64::MIN));

@@ -1128,6 +1128,56 @@ fn an_endless_loop_raises_an_incident_after_the_configured_deferrals_instead_of_
 }
 
 #[test]
+fn a_deferred_activation_taken_up_on_its_own_goes_on_like_a_tick_would() {
+    let mut p = Partition::with_limits(super::ProcessingLimits { max_deferrals_without_wait: 1_000, ..small_runs() });
+    p.deploy("counter.bpmn", &counting_loop("100"));
+    let instance = p.create("counter", json!({"n": 0}));
+    for _ in 0..100 {
+        let deferred = p.leader.deferred_activations(&p.state);
+        let Some(&key) = deferred.first() else { break };
+        assert_eq!(Involved::of(&Input::FollowUp(key)), Some(Involved::FollowUp(key)));
+        p.process(Input::FollowUp(key));
+        assert!(!p.leader.deferred_activations(&p.state).contains(&key), "activation {key} was taken up");
+    }
+    assert!(p.completed(instance));
+    assert!(p.open_incidents().is_empty());
+}
+
+#[test]
+fn a_deferred_activation_whose_processing_failed_is_held_by_an_incident_until_resolved() {
+    let mut p = Partition::with_limits(super::ProcessingLimits { max_deferrals_without_wait: 1_000, ..small_runs() });
+    p.deploy("counter.bpmn", &counting_loop("100"));
+    let instance = p.create("counter", json!({"n": 0}));
+    let deferred = p.leader.deferred_activations(&p.state);
+    assert_eq!(deferred.len(), 1, "one activation waits for the next run");
+    let key = deferred[0];
+
+    p.processing_failed(Involved::FollowUp(key), "index out of bounds");
+    assert!(p.leader.deferred_activations(&p.state).is_empty(), "the failed activation is no longer taken up");
+    assert_eq!(p.leader.next_due(&p.state), None, "the partition's ticks go on without it");
+    let incidents = p.open_incidents();
+    assert_eq!(incidents.len(), 1);
+    let (incident_key, incident) = &incidents[0];
+    assert_eq!(incident.element_instance_key, key, "the incident holds the element it was activating");
+    assert_eq!(incident.error_message, "index out of bounds");
+    assert!(p.is_active(instance));
+
+    p.command(ClientCommand::ResolveIncident { incident_key: *incident_key });
+    p.tick_until_settled(100);
+    assert!(p.completed(instance), "resolving the incident goes on with the activation");
+}
+
+#[test]
+fn a_failure_naming_a_deferred_activation_that_is_gone_changes_nothing() {
+    let mut p = Partition::with_limits(small_runs());
+    p.deploy("counter.bpmn", &counting_loop("100"));
+    p.create("counter", json!({"n": 0}));
+    let key = p.leader.deferred_activations(&p.state)[0];
+    p.tick_until_settled(100);
+    assert!(p.processing_failed(Involved::FollowUp(key), "boom").records.is_empty());
+}
+
+#[test]
 fn cancelling_an_instance_drops_its_deferred_activations() {
     let mut p = Partition::with_limits(small_runs());
     p.deploy("counter.bpmn", &counting_loop("n + 1"));

@@ -1,83 +1,50 @@
-//! A partition replica on this broker: its raft group and, while it leads, the engine's driver.
+//! The engine's driver on one partition replica: it processes commands while the replica leads.
 //!
-//! The driver is one task per partition. It takes commands from a bounded queue (a full queue is
+//! The driver is one task per replica. It takes commands from a bounded queue (a full queue is
 //! backpressure), processes everything waiting as one batch on an overlay of the applied state, appends
 //! the resulting records as one raft entry, and answers the clients once that entry is committed and
-//! applied. The overlay's changes go to the state machine with the entry, so that the leader does not
-//! apply its own records a second time ([`crate::raft::handoff`]). Batching amortises the fsync of the raft log over every command that arrived meanwhile.
-//! Time-driven work (job time-outs, back-offs, message expiry) enters the same queue as a tick. A
-//! retried client command that the partition has already answered is answered again instead of being
-//! processed twice ([`crate::dedup`]).
+//! applied. Batching amortises the fsync of the raft log over every command that arrived meanwhile.
+//! The overlay's changes go to the state machine with the entry, so that the leader does not apply its
+//! own records a second time ([`crate::raft::handoff`]). Time-driven work (job time-outs, back-offs,
+//! message expiry) enters the same queue as a tick. A retried client command that the partition has
+//! already answered is answered again instead of being processed twice ([`crate::dedup`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use openraft::BasicNode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use waggle_engine::processor::{Engine, Input, Involved, Output, PartitionMessage, ProcessingLimits};
+use waggle_engine::processor::{Engine, Input, Involved, Output, ProcessingLimits};
 use waggle_engine::state::{tables, Overlay};
 use waggle_protocol::command::{self, BrokerError, BrokerReply, ClientCommand, CommandResult, RequestId};
 use waggle_protocol::record::{Answer, RecordBatch, RejectionType};
-use waggle_protocol::topology::{PartitionHealth, PartitionInfo, PartitionRole};
 
+use super::{leads_without_quorum, now_millis, JobAvailable, PartitionSetup};
 use crate::dedup;
 use crate::disk::DiskWatch;
 use crate::metrics::Metrics;
 use crate::raft::handoff::{self, Handoff};
-use crate::raft::log_store::LogStore;
-use crate::raft::network::{NetworkFactory, Peers};
-use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::relay::Relay;
-use crate::storage::{self, Database, StateReader};
+use crate::storage::{Database, StateReader};
 
 /// How many commands one batch takes at most.
 const MAX_BATCH: usize = 512;
 /// How long the driver sleeps when nothing is due: it re-checks for due work at least this often.
-const IDLE_TICK: Duration = Duration::from_millis(1000);
+pub(super) const IDLE_TICK: Duration = Duration::from_millis(1000);
 /// How often a follower checks whether it leads now.
-const FOLLOWER_POLL: Duration = Duration::from_millis(100);
-/// How long a leader may go without hearing from a quorum before it reports itself unhealthy.
-const QUORUM_LOST_AFTER_MS: u64 = 3_000;
-/// How long a leader may go without hearing from a quorum before it stops acting as leader: about
-/// the election timeout, after which the others have elected a new leader if they can reach each
-/// other. openraft 0.9 has no check-quorum of its own; without this a leader cut off from its peers
-/// would keep accepting commands it can never commit, and keep telling gateways that it leads.
-const STEP_DOWN_AFTER_MS: u64 = 1_000;
-
-/// Whether this replica leads by raft's word but has not heard from a quorum for too long.
-fn leads_without_quorum(metrics: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
-    metrics.state == openraft::ServerState::Leader
-        && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > STEP_DOWN_AFTER_MS)
-}
+pub(super) const FOLLOWER_POLL: Duration = Duration::from_millis(100);
 /// How long a deploy answer waits for the other partitions to have the deployment.
 const DEPLOYMENT_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
-pub enum PartitionError {
-    #[error(transparent)]
-    Storage(#[from] storage::StorageError),
-    #[error("cannot start raft for partition {partition_id}: {message}")]
-    Raft { partition_id: u32, message: String },
-}
-
-/// A job type that has activatable jobs on a partition.
-#[derive(Clone, Debug)]
-pub struct JobAvailable {
-    pub job_type: String,
-    pub partition_id: u32,
-}
-
-struct Submission {
-    input: Input,
-    reply: Option<oneshot::Sender<BrokerReply>>,
+pub(super) struct Submission {
+    pub(super) input: Input,
+    pub(super) reply: Option<oneshot::Sender<BrokerReply>>,
     /// The id the gateway gave the client request, the same on each of its retries.
-    request: Option<RequestId>,
-    received: Instant,
+    pub(super) request: Option<RequestId>,
+    pub(super) received: Instant,
 }
 
 /// An input the engine has processed in the batch being built, waiting for the batch to commit.
@@ -125,259 +92,8 @@ struct Retry {
     name: &'static str,
 }
 
-pub struct Partition {
-    pub id: u32,
-    node_id: u64,
-    pub raft: Raft,
-    /// The last committed raft log index.
-    committed: Arc<AtomicU64>,
-    queue: mpsc::Sender<Submission>,
-    driver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    db_closed: tokio::sync::watch::Receiver<bool>,
-    /// When the driver last went round its loop (ms since the epoch). The loop turns at least once
-    /// per [`IDLE_TICK`] (or [`FOLLOWER_POLL`]), so a stale beat means the driver is stuck: in the
-    /// engine, or waiting for raft to commit.
-    driver_beat: Arc<AtomicU64>,
-    /// How stale the beat may get before the partition counts as stuck.
-    stall_timeout: Duration,
-    disk: Arc<DiskWatch>,
-}
-
-pub struct PartitionSetup<'a> {
-    pub partition_id: u32,
-    pub partition_count: u32,
-    pub node_id: u64,
-    /// Node id → internal address of every replica of this partition.
-    pub members: BTreeMap<u64, String>,
-    /// Whether this broker is the first of the partition's replicas, which leads it by preference
-    /// so that leadership starts out spread over the brokers.
-    pub preferred_leader: bool,
-    pub data_dir: &'a Path,
-    pub peers: Peers,
-    /// Internal address of every broker, by node id.
-    pub addresses: Arc<Vec<String>>,
-    pub queue_capacity: usize,
-    pub snapshot_interval: u64,
-    pub processing: ProcessingLimits,
-    pub stall_timeout: Duration,
-    /// How long the partition remembers the answer to a request with an id.
-    pub dedup_window: Duration,
-    pub disk: Arc<DiskWatch>,
-    pub metrics: Arc<Metrics>,
-    pub jobs: broadcast::Sender<JobAvailable>,
-    pub relay: Arc<Relay>,
-    pub shutdown: CancellationToken,
-}
-
-impl Partition {
-    pub async fn start(setup: PartitionSetup<'_>) -> Result<Arc<Partition>, PartitionError> {
-        let id = setup.partition_id;
-        let dir = setup.data_dir.join(format!("partition-{id}"));
-        let db = storage::open(&dir)?;
-        let raft_error = |e: &dyn std::fmt::Display| PartitionError::Raft { partition_id: id, message: e.to_string() };
-        let config = openraft::Config {
-            cluster_name: format!("waggle-partition-{id}"),
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(setup.snapshot_interval),
-            // Keep a tenth of an interval below the snapshot, so that a briefly lagging follower
-            // catches up from the log instead of needing the whole snapshot.
-            max_in_snapshot_log_to_keep: setup.snapshot_interval / 10,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| raft_error(&e))?;
-        let applied_metric = setup.metrics.applied_position.with_label_values(&[&id.to_string()]);
-        let handoff = Arc::new(Handoff::default());
-        let state_machine = StateMachine::new(
-            db.clone(),
-            Engine::new(id, setup.partition_count),
-            handoff.clone(),
-            dir.join("snapshot.bin"),
-            Arc::new(move |position| applied_metric.set(position)),
-        );
-        let network =
-            NetworkFactory { partition_id: id, peers: setup.peers.clone(), addresses: setup.addresses.clone() };
-        let committed = Arc::new(AtomicU64::new(0));
-        let fsyncs = setup.metrics.log_fsyncs.with_label_values(&[&id.to_string()]);
-        let log_store = LogStore::new(db.clone(), committed.clone(), fsyncs);
-        let raft = Raft::new(setup.node_id, Arc::new(config), network, log_store, state_machine)
-            .await
-            .map_err(|e| raft_error(&e))?;
-        if !raft.is_initialized().await.map_err(|e| raft_error(&e))? {
-            let members: BTreeMap<u64, BasicNode> =
-                setup.members.iter().map(|(node, addr)| (*node, BasicNode { addr: addr.clone() })).collect();
-            if let Err(e) = raft.initialize(members).await {
-                // Another replica may have initialised the group first; that is the same outcome.
-                tracing::debug!(partition = id, error = %e, "raft group already initialised");
-            }
-        }
-        if setup.preferred_leader && raft.metrics().borrow().current_leader.is_none() {
-            // Stand for election at once instead of after a random timeout; without a leader
-            // lease in the way this wins unless another replica's log is ahead.
-            if let Err(e) = raft.trigger().elect().await {
-                tracing::debug!(partition = id, error = %e, "could not stand for election");
-            }
-        }
-        let (queue, receiver) = mpsc::channel(setup.queue_capacity);
-        let db_closed = db.closed();
-        let driver_beat = Arc::new(AtomicU64::new(now_millis() as u64));
-        let driver = Driver {
-            beat: driver_beat.clone(),
-            id,
-            node_id: setup.node_id,
-            raft: raft.clone(),
-            db,
-            engine: Engine::new(id, setup.partition_count).with_limits(setup.processing),
-            limits: setup.processing,
-            partition_count: setup.partition_count,
-            receiver,
-            waiters: HashMap::new(),
-            ready_term: None,
-            metrics: setup.metrics,
-            jobs: setup.jobs,
-            relay: setup.relay,
-            deployments: HashMap::new(),
-            disk: setup.disk.clone(),
-            yielding: false,
-            dedup_window_ms: setup.dedup_window.as_millis() as i64,
-            handoff,
-        };
-        let driver = tokio::spawn(driver.run(setup.shutdown));
-        Ok(Arc::new(Partition {
-            id,
-            node_id: setup.node_id,
-            raft,
-            committed,
-            queue,
-            driver: std::sync::Mutex::new(Some(driver)),
-            db_closed,
-            driver_beat,
-            stall_timeout: setup.stall_timeout,
-            disk: setup.disk,
-        }))
-    }
-
-    /// Stops raft and the driver, then waits until the database is closed, so that the same data
-    /// directory can be opened again at once.
-    pub async fn stop(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(partition = self.id, error = %e, "raft did not shut down cleanly");
-        }
-        let driver = self.driver.lock().expect("driver handle lock is never poisoned").take();
-        if let Some(driver) = driver {
-            let _ = driver.await;
-        }
-        let mut closed = self.db_closed.clone();
-        if tokio::time::timeout(Duration::from_secs(10), closed.wait_for(|closed| *closed)).await.is_err() {
-            tracing::warn!(partition = self.id, "the partition database is still open after shutdown");
-        }
-    }
-
-    /// Runs a client command on this partition if it leads, and waits for the answer. A command
-    /// with a `request` id that the partition still remembers gets the answer it got before.
-    pub async fn execute(&self, command: ClientCommand, request: Option<RequestId>) -> BrokerReply {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Input::Client(command), Some(reply), request)?;
-        answer
-            .await
-            .map_err(|_| BrokerError::NotLeader { partition_id: self.id, leader: self.leader().map(u64::from) })?
-    }
-
-    /// Queues a message from another partition; it needs no answer.
-    pub fn deliver(&self, message: PartitionMessage) -> Result<(), BrokerError> {
-        self.submit(Input::Partition(message), None, None)
-    }
-
-    fn submit(
-        &self,
-        input: Input,
-        reply: Option<oneshot::Sender<BrokerReply>>,
-        request: Option<RequestId>,
-    ) -> Result<(), BrokerError> {
-        if leads_without_quorum(&self.raft.metrics().borrow()) {
-            return Err(BrokerError::NotLeader { partition_id: self.id, leader: None });
-        }
-        if self.leader() != Some(self.node_id as u32) {
-            return Err(BrokerError::NotLeader { partition_id: self.id, leader: self.leader().map(u64::from) });
-        }
-        if let (Input::Client(_), Err((free_bytes, watermark_bytes))) = (&input, self.disk.check()) {
-            return Err(BrokerError::DiskSpaceLow { free_bytes, watermark_bytes });
-        }
-        let submission = Submission { input, reply, request, received: Instant::now() };
-        self.queue.try_send(submission).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BrokerError::Backpressure { partition_id: self.id },
-            mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
-        })
-    }
-
-    /// Whether this replica may write to its log now: not while its disk is below the replication
-    /// watermark (see [`crate::disk`]).
-    pub fn log_space(&self) -> Result<(), BrokerError> {
-        self.disk
-            .check_replication()
-            .map_err(|(free_bytes, watermark_bytes)| BrokerError::LogSpaceLow { free_bytes, watermark_bytes })
-    }
-
-    pub fn leader(&self) -> Option<u32> {
-        self.raft.metrics().borrow().current_leader.map(|l| l as u32)
-    }
-
-    pub fn committed_index(&self) -> u64 {
-        self.committed.load(Ordering::Relaxed)
-    }
-
-    pub fn info(&self) -> PartitionInfo {
-        let metrics = self.raft.metrics().borrow().clone();
-        let cut_off = leads_without_quorum(&metrics);
-        let role = match metrics.state {
-            openraft::ServerState::Leader if cut_off => PartitionRole::Follower,
-            openraft::ServerState::Leader => PartitionRole::Leader,
-            openraft::ServerState::Follower | openraft::ServerState::Candidate | openraft::ServerState::Learner => {
-                PartitionRole::Follower
-            }
-            openraft::ServerState::Shutdown => PartitionRole::Inactive,
-        };
-        let stalled_ms = (now_millis() as u64).saturating_sub(self.driver_beat.load(Ordering::Relaxed));
-        let (health, problem) = match (&metrics.running_state, metrics.state, metrics.current_leader) {
-            (Err(fatal), ..) => (PartitionHealth::Dead, Some(format!("raft stopped: {fatal}"))),
-            _ if stalled_ms > self.stall_timeout.as_millis() as u64 => (
-                PartitionHealth::Dead,
-                Some(format!(
-                    "stuck: the partition has made no progress for {stalled_ms} ms (stall-timeout is {} ms)",
-                    self.stall_timeout.as_millis()
-                )),
-            ),
-            (_, openraft::ServerState::Shutdown, _) => (PartitionHealth::Dead, Some("raft is shut down".to_string())),
-            (_, _, None) => (
-                PartitionHealth::Unhealthy,
-                Some("no leader is known (an election is running, or too few replicas are reachable)".to_string()),
-            ),
-            (_, openraft::ServerState::Leader, _)
-                if metrics.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_LOST_AFTER_MS) =>
-            {
-                let since = metrics.millis_since_quorum_ack.map_or("ever".to_string(), |ms| format!("{ms} ms"));
-                (
-                    PartitionHealth::Unhealthy,
-                    Some(format!("leading, but no quorum of replicas has answered for {since}: it cannot commit")),
-                )
-            }
-            _ => (PartitionHealth::Healthy, None),
-        };
-        PartitionInfo {
-            partition_id: self.id,
-            role,
-            health,
-            problem,
-            leader: if cut_off { None } else { metrics.current_leader.map(|l| l as u32) },
-            term: metrics.current_term,
-        }
-    }
-}
-
-struct Driver {
-    /// See [`Partition::driver_beat`].
+pub(super) struct Driver {
+    /// See [`super::Replica::driver_beat`].
     beat: Arc<AtomicU64>,
     id: u32,
     node_id: u64,
@@ -426,12 +142,40 @@ fn guarded(overlay: &mut Overlay<'_>, process: impl FnOnce(&mut Overlay<'_>) -> 
     }
 }
 
-fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 impl Driver {
-    async fn run(mut self, shutdown: CancellationToken) {
+    pub(super) fn new(
+        setup: &PartitionSetup,
+        raft: Raft,
+        db: Arc<Database>,
+        handoff: Arc<Handoff>,
+        receiver: mpsc::Receiver<Submission>,
+        beat: Arc<AtomicU64>,
+    ) -> Driver {
+        let (id, partition_count) = (setup.partition_id, setup.partition_count);
+        Driver {
+            beat,
+            id,
+            node_id: setup.node_id,
+            raft,
+            db,
+            engine: Engine::new(id, partition_count).with_limits(setup.processing),
+            limits: setup.processing,
+            partition_count,
+            receiver,
+            waiters: HashMap::new(),
+            ready_term: None,
+            metrics: setup.metrics.clone(),
+            jobs: setup.jobs.clone(),
+            relay: setup.relay.clone(),
+            deployments: HashMap::new(),
+            disk: setup.disk.clone(),
+            yielding: false,
+            dedup_window_ms: setup.dedup_window.as_millis() as i64,
+            handoff,
+        }
+    }
+
+    pub(super) async fn run(mut self, shutdown: CancellationToken) {
         let label = self.id.to_string();
         loop {
             self.beat.store(now_millis() as u64, Ordering::Relaxed);
@@ -613,8 +357,9 @@ impl Driver {
         let mut retries: Vec<(Retry, Vec<u8>)> = Vec::new();
         let mut repeated: Vec<Retry> = Vec::new();
         let base_position = self.handoff.applied_position();
+        let db = self.db.clone();
         let processed_writes = {
-            let reader = StateReader::new(&self.db);
+            let reader = StateReader::new(&db);
             let mut overlay = Overlay::new(&reader);
             for submission in batch {
                 let (awaits, name) = match &submission.input {
@@ -624,6 +369,7 @@ impl Driver {
                     Input::Client(command) => (false, command.name()),
                     Input::Partition(message) => (false, message.name()),
                     Input::Tick => (false, "Tick"),
+                    Input::FollowUp(_) => (false, "FollowUp"),
                 };
                 let request = match &submission.input {
                     Input::Client(command) if dedup::applies_to(command) => submission.request,
@@ -639,42 +385,13 @@ impl Driver {
                         continue;
                     }
                 }
-                // A panic in the engine (a bug that some command triggers) must not take the
-                // partition down, nor stop the commands after it: the input's writes are undone,
-                // a client command is rejected saying so, and the batch goes on.
-                // An instance the command acted on is marked (a failed job, an incident), so that a
-                // person sees it instead of the instance waiting silently.
-                let engine = &mut self.engine;
-                let input = submission.input;
-                let involved = Involved::of(&input);
-                let mut output = match guarded(&mut overlay, |overlay| engine.process(overlay, input, now)) {
-                    Ok(output) => output,
-                    Err(cause) => {
-                        // The engine's caches may hold what the failed input half-did.
-                        self.engine = Engine::new(self.id, self.partition_count).with_limits(self.limits);
-                        tracing::error!(partition = self.id, command = name, %cause, "processing failed; the command was rejected");
-                        self.metrics.processing_failures.with_label_values(&[label, name]).inc();
-                        let mut output = involved
-                            .and_then(|involved| {
-                                let engine = &mut self.engine;
-                                let message = format!(
-                                    "Processing the {name} command failed ({cause}); it was rejected and changed \
-                                     nothing. This is a bug in Waggle: report it with this message"
-                                );
-                                guarded(&mut overlay, |overlay| {
-                                    engine.record_processing_failure(overlay, involved, message, now)
-                                })
-                                .ok()
-                            })
-                            .unwrap_or_default();
-                        let reason = format!(
-                            "Expected to process the {name} command, but processing failed ({cause}); the command \
-                             was rejected and changed nothing"
-                        );
-                        output.result = Some(CommandResult::Rejected { kind: RejectionType::ProcessingError, reason });
-                        output
+                let is_tick = matches!(submission.input, Input::Tick);
+                let (mut output, failed) = self.process_guarded(&mut overlay, submission.input, name, label, now);
+                if failed && is_tick {
+                    for taken_up in self.isolate_deferred_activations(&mut overlay, label, now) {
+                        output.absorb(taken_up);
                     }
-                };
+                }
                 records.append(&mut output.records);
                 if let (Some(request), Some(result)) = (request, &output.result) {
                     // A create whose client waits is answered when the instance completes, which
@@ -792,6 +509,62 @@ impl Driver {
             self.metrics.commands.with_label_values(&[label, retry.name, "repeated"]).inc();
             self.answer_retry(retry, &answer);
         }
+    }
+
+    /// Processes one input on the overlay; whether processing failed is the second value.
+    ///
+    /// A panic in the engine (a bug that some command triggers) must not take the partition down,
+    /// nor stop the inputs after it: the input's writes are undone, a client command is rejected
+    /// saying so, and the batch goes on. An instance the input acted on is marked (a failed job, an
+    /// incident), so that a person sees it instead of the instance waiting silently.
+    fn process_guarded(
+        &mut self,
+        overlay: &mut Overlay<'_>,
+        input: Input,
+        name: &'static str,
+        label: &str,
+        now: i64,
+    ) -> (Output, bool) {
+        let involved = Involved::of(&input);
+        let engine = &mut self.engine;
+        let cause = match guarded(overlay, |overlay| engine.process(overlay, input, now)) {
+            Ok(output) => return (output, false),
+            Err(cause) => cause,
+        };
+        // The engine's caches may hold what the failed input half-did.
+        self.reset_engine();
+        tracing::error!(partition = self.id, command = name, %cause, "processing failed; the command was rejected");
+        self.metrics.processing_failures.with_label_values(&[label, name]).inc();
+        let mut output = involved
+            .and_then(|involved| {
+                let engine = &mut self.engine;
+                let message = format!(
+                    "Processing the {name} command failed ({cause}); it was rejected and changed nothing. This is \
+                     a bug in Waggle: report it with this message"
+                );
+                guarded(overlay, |overlay| engine.record_processing_failure(overlay, involved, message, now)).ok()
+            })
+            .unwrap_or_default();
+        let reason = format!(
+            "Expected to process the {name} command, but processing failed ({cause}); the command was rejected \
+             and changed nothing"
+        );
+        output.result = Some(CommandResult::Rejected { kind: RejectionType::ProcessingError, reason });
+        (output, true)
+    }
+
+    /// After a tick failed: takes up each deferred activation on its own, so that the one that fails
+    /// is held by an incident instead of failing every later tick, then runs the rest of the tick
+    /// again. A tick that still fails leaves its work due for the next one.
+    fn isolate_deferred_activations(&mut self, overlay: &mut Overlay<'_>, label: &str, now: i64) -> Vec<Output> {
+        let mut outputs: Vec<Output> = self
+            .engine
+            .deferred_activations(overlay)
+            .into_iter()
+            .map(|key| self.process_guarded(overlay, Input::FollowUp(key), "FollowUp", label, now).0)
+            .collect();
+        outputs.push(self.process_guarded(overlay, Input::Tick, "Tick", label, now).0);
+        outputs
     }
 
     /// Answers a retried request like its first copy, which is committed by now.
