@@ -107,6 +107,12 @@ impl DiskWatch {
         self.below(self.watermarks.replication)
     }
 
+    /// `Err((free, needed))` while the free space is below the replication watermark or below
+    /// `floor`, the least a replica needs to open its database again.
+    pub fn check_restart(&self, floor: u64) -> Result<(), (u64, u64)> {
+        self.below(self.watermarks.replication.max(floor))
+    }
+
     fn below(&self, watermark: u64) -> Result<(), (u64, u64)> {
         let free = self.free_bytes.load(Ordering::Relaxed);
         if free < watermark {

@@ -125,14 +125,15 @@ async fn a_replica_stopped_by_a_full_disk_restarts_in_place_once_space_is_freed_
     let filler = Filler::fill(disk.path());
     // The log's appends now fail; the first failure stops raft.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let refusal = loop {
         match execute(broker.command_addr, &create()).await {
             Ok(CommandResult::ProcessInstanceCreated(created)) => acknowledged.push(created.process_instance_key),
             Ok(other) => panic!("{other:?}"),
-            Err(_) => break,
+            Err(error) => break error,
         }
         assert!(Instant::now() < deadline, "commands still succeed 30 s after the disk filled up");
-    }
+    };
+    eprintln!("after {} instances the broker answered: {refusal}", acknowledged.len());
     let deadline = Instant::now() + Duration::from_secs(10);
     let ready = loop {
         let ready = http_get(broker.management_addr, "/health/ready").await;

@@ -55,6 +55,9 @@ const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Failed restarts in a row after which the partition counts as dead (see the module docs).
 const RESTART_FAILURES_BEFORE_DEAD: u32 = 3;
+/// Free bytes a replica needs at least to open its database again (a new write-ahead log and
+/// manifest), even where the replication watermark is set lower: a restart on a full disk fails.
+const RESTART_MIN_FREE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Whether this replica leads by raft's word but has not heard from a quorum for too long.
 fn leads_without_quorum(metrics: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
@@ -228,8 +231,11 @@ impl Recovery {
     fn health(self) -> (PartitionHealth, Option<String>) {
         let Recovery { cause, waiting_for_disk, failed_restarts, last_error } = self;
         if waiting_for_disk {
-            let problem =
-                format!("{cause}; the replica restarts once the disk has room above the replication watermark");
+            let problem = format!(
+                "{cause}; the replica restarts once the disk has room above the replication watermark (and at \
+                 least {} MiB)",
+                RESTART_MIN_FREE_BYTES / (1024 * 1024)
+            );
             return (PartitionHealth::Unhealthy, Some(problem));
         }
         let health = if failed_restarts >= RESTART_FAILURES_BEFORE_DEAD {
@@ -301,7 +307,7 @@ impl Partition {
             if setup.shutdown.is_cancelled() {
                 return;
             }
-            let waiting_for_disk = self.disk.check_replication().is_err();
+            let waiting_for_disk = self.disk.check_restart(RESTART_MIN_FREE_BYTES).is_err();
             self.note_recovery(|recovery| {
                 let recovery = recovery.get_or_insert_with(|| {
                     tracing::error!(partition = self.id, %cause, "the partition replica stopped working");
