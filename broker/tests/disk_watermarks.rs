@@ -9,29 +9,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{create, deploy, execute, http_get};
+use common::{create, deploy, execute, execute_until, http_get};
 use tokio_util::sync::CancellationToken;
 use waggle_broker::{BrokerConfig, RunningBroker};
-use waggle_protocol::command::{BrokerError, BrokerReply, ClientCommand, CommandResult};
+use waggle_protocol::command::{BrokerError, ClientCommand, CommandResult};
 
 const MIB: u64 = 1024 * 1024;
-
-/// Sends `command` until the answer satisfies `done`, for at most `limit`; the last answer.
-async fn execute_until(
-    addr: SocketAddr,
-    command: &ClientCommand,
-    limit: Duration,
-    done: impl Fn(&BrokerReply) -> bool,
-) -> BrokerReply {
-    let deadline = Instant::now() + limit;
-    loop {
-        let reply = execute(addr, command).await;
-        if done(&reply) || Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The value of the metric line that starts with `series` (a name, with its labels if it has any).
 async fn metric(broker: &RunningBroker, series: &str) -> i64 {

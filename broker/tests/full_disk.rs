@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{create, deploy, execute, http_get};
+use common::{create, deploy, execute, execute_until, http_get};
 use tokio_util::sync::CancellationToken;
-use waggle_broker::{BrokerConfig, RunningBroker};
+use waggle_broker::BrokerConfig;
 use waggle_protocol::command::{ActivateJobs, BrokerReply, ClientCommand, CommandResult};
 
 const MIB: u64 = 1024 * 1024;
@@ -50,8 +50,8 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Files that take every free byte of a file system until dropped.
-struct Filler(Vec<PathBuf>);
+/// A file that takes every free byte of a file system until dropped.
+struct Filler(PathBuf);
 
 impl Filler {
     fn fill(dir: &Path) -> Filler {
@@ -68,31 +68,13 @@ impl Filler {
             }
         }
         let _ = file.sync_all();
-        Filler(vec![path])
+        Filler(path)
     }
 }
 
 impl Drop for Filler {
     fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-async fn execute_until(
-    broker: &RunningBroker,
-    command: &ClientCommand,
-    limit: Duration,
-    done: impl Fn(&BrokerReply) -> bool,
-) -> BrokerReply {
-    let deadline = Instant::now() + limit;
-    loop {
-        let reply = execute(broker.command_addr, command).await;
-        if done(&reply) || Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -115,7 +97,7 @@ async fn a_replica_stopped_by_a_full_disk_restarts_in_place_once_space_is_freed_
     };
     let shutdown = CancellationToken::new();
     let broker = waggle_broker::start(config, shutdown.clone()).await.unwrap();
-    let deployed = execute_until(&broker, &deploy(), Duration::from_secs(10), Result::is_ok).await;
+    let deployed = execute_until(broker.command_addr, &deploy(), Duration::from_secs(10), Result::is_ok).await;
     assert!(matches!(deployed, Ok(CommandResult::Deployed { .. })), "{deployed:?}");
     let mut acknowledged: Vec<i64> = Vec::new();
     for _ in 0..5 {
@@ -148,7 +130,7 @@ async fn a_replica_stopped_by_a_full_disk_restarts_in_place_once_space_is_freed_
     assert!(live.contains("200 OK"), "a replica waiting for disk space is no reason to restart the broker: {live}");
 
     drop(filler);
-    let resumed = execute_until(&broker, &create(), Duration::from_secs(30), Result::is_ok).await;
+    let resumed = execute_until(broker.command_addr, &create(), Duration::from_secs(30), Result::is_ok).await;
     acknowledged.push(created_key(&resumed));
     let metrics = http_get(broker.management_addr, "/metrics").await;
     assert!(

@@ -388,9 +388,7 @@ impl Driver {
                 let is_tick = matches!(submission.input, Input::Tick);
                 let (mut output, failed) = self.process_guarded(&mut overlay, submission.input, name, label, now);
                 if failed && is_tick {
-                    for taken_up in self.isolate_deferred_activations(&mut overlay, label, now) {
-                        output.absorb(taken_up);
-                    }
+                    self.isolate_deferred_activations(&mut overlay, &mut output, label, now);
                 }
                 records.append(&mut output.records);
                 if let (Some(request), Some(result)) = (request, &output.result) {
@@ -556,15 +554,11 @@ impl Driver {
     /// After a tick failed: takes up each deferred activation on its own, so that the one that fails
     /// is held by an incident instead of failing every later tick, then runs the rest of the tick
     /// again. A tick that still fails leaves its work due for the next one.
-    fn isolate_deferred_activations(&mut self, overlay: &mut Overlay<'_>, label: &str, now: i64) -> Vec<Output> {
-        let mut outputs: Vec<Output> = self
-            .engine
-            .deferred_activations(overlay)
-            .into_iter()
-            .map(|key| self.process_guarded(overlay, Input::FollowUp(key), "FollowUp", label, now).0)
-            .collect();
-        outputs.push(self.process_guarded(overlay, Input::Tick, "Tick", label, now).0);
-        outputs
+    fn isolate_deferred_activations(&mut self, overlay: &mut Overlay<'_>, output: &mut Output, label: &str, now: i64) {
+        for key in self.engine.deferred_activations(overlay) {
+            output.absorb(self.process_guarded(overlay, Input::FollowUp(key), "FollowUp", label, now).0);
+        }
+        output.absorb(self.process_guarded(overlay, Input::Tick, "Tick", label, now).0);
     }
 
     /// Answers a retried request like its first copy, which is committed by now.

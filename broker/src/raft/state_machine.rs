@@ -47,11 +47,10 @@ pub struct StateMachine {
     engine: Engine,
     /// The partition's memory of answered requests.
     memory: dedup::Memory,
-    /// The changes the leader's driver made while processing the batches it writes.
+    /// The changes the leader's driver made while processing the batches it writes, and the position
+    /// of the last record applied, when known (not after a start or a snapshot install until a batch
+    /// with records is applied).
     handoff: Arc<Handoff>,
-    /// The position of the last record applied, when known: not after a start or a snapshot install
-    /// until a batch with records is applied.
-    applied_position: Option<i64>,
     snapshot_path: PathBuf,
     /// Called with the position of every applied batch's last record.
     on_applied: Arc<dyn Fn(i64) + Send + Sync>,
@@ -65,15 +64,7 @@ impl StateMachine {
         snapshot_path: PathBuf,
         on_applied: Arc<dyn Fn(i64) + Send + Sync>,
     ) -> Self {
-        Self {
-            db,
-            engine,
-            memory: dedup::Memory::default(),
-            handoff,
-            applied_position: None,
-            snapshot_path,
-            on_applied,
-        }
+        Self { db, engine, memory: dedup::Memory::default(), handoff, snapshot_path, on_applied }
     }
 
     fn read<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -108,7 +99,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let reader = StateReader::new(&self.db);
         let mut overlay = Overlay::new(&reader);
         let mut results = Vec::new();
-        let mut position = self.applied_position;
+        let applied_before = self.handoff.applied_position();
+        let mut position = applied_before;
         for entry in entries {
             let log_id = *entry.get_log_id();
             let mut applied = Applied::default();
@@ -142,8 +134,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let writes = overlay.into_writes();
         commit_state(&self.db, writes).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
-        if position != self.applied_position {
-            self.applied_position = position;
+        if position != applied_before {
             self.handoff.set_applied_position(position);
             if let Some(position) = position {
                 (self.on_applied)(position);
@@ -183,7 +174,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db.replace_state(batch).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
         self.engine = Engine::new(self.engine.partition_id(), self.engine.partition_count());
         self.memory.reset();
-        self.applied_position = None;
         self.handoff.set_applied_position(None);
         store_snapshot(
             &self.snapshot_path,

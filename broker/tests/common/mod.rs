@@ -35,6 +35,23 @@ pub async fn execute_as(addr: std::net::SocketAddr, command: &ClientCommand, req
     command::decode::<BrokerReply>(&reply.into_inner().payload).expect("reply decodes")
 }
 
+/// Sends `command` until the answer satisfies `done`, for at most `limit`; the last answer.
+pub async fn execute_until(
+    addr: std::net::SocketAddr,
+    command: &ClientCommand,
+    limit: std::time::Duration,
+    done: impl Fn(&BrokerReply) -> bool,
+) -> BrokerReply {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let reply = execute(addr, command).await;
+        if done(&reply) || std::time::Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub fn deploy() -> ClientCommand {
     ClientCommand::Deploy {
         resources: vec![DeploymentResource { name: "one.bpmn".into(), content: MODEL.as_bytes().to_vec() }],
