@@ -51,6 +51,19 @@ impl PartitionCommand {
             PartitionCommand::DistributeDeployment { .. } => "DistributeDeployment",
         }
     }
+
+    /// The element instance the command is about, on whichever partition it lives.
+    pub fn element_instance_key(&self) -> Option<i64> {
+        match self {
+            PartitionCommand::ConfirmProcessSubscription { element_instance_key, .. } => Some(*element_instance_key),
+            PartitionCommand::CorrelateProcessSubscription { record } => Some(record.element_instance_key),
+            PartitionCommand::OpenMessageSubscription { record, .. }
+            | PartitionCommand::AcknowledgeCorrelation { record }
+            | PartitionCommand::RejectCorrelation { record }
+            | PartitionCommand::CloseMessageSubscription { record } => Some(record.element_instance_key),
+            PartitionCommand::DistributeDeployment { .. } => None,
+        }
+    }
 }
 
 /// What travels between partitions: a numbered command, or the acknowledgement of commands.

@@ -247,9 +247,13 @@ intents! {
     SignalIntent { Broadcast = 0, Broadcasted = 1 }
     SignalSubscriptionIntent { Created = 0, Deleted = 1 }
     ErrorIntent { Created = 0 }
-    /// Zeebe's codes for the sending side. `Received` is Waggle's own: the receiving partition writes
-    /// it when it processes a distributed command, so that it knows which numbers it has seen.
-    CommandDistributionIntent { Distributing = 1, Acknowledge = 2, Acknowledged = 3, Finished = 4, Received = 64 }
+    /// Zeebe's codes for the sending side. `Received` and `Held` are Waggle's own: the receiving
+    /// partition writes `Received` when it processes a distributed command, so that it knows which
+    /// numbers it has seen, and `Held` when processing one failed and an incident (the record's
+    /// `origin_key`) keeps the command until a person resolves it.
+    CommandDistributionIntent {
+        Distributing = 1, Acknowledge = 2, Acknowledged = 3, Finished = 4, Received = 64, Held = 65,
+    }
 }
 
 /// An intent together with the value type it belongs to.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use waggle_engine::processor::{Engine, Input, Involved, Output, ProcessingLimits};
+use waggle_engine::processor::{Engine, Input, Involved, Output, PartitionMessage, ProcessingLimits};
 use waggle_engine::state::{tables, Overlay};
 use waggle_protocol::command::{self, BrokerError, BrokerReply, ClientCommand, CommandResult, RequestId};
 use waggle_protocol::record::{Answer, RecordBatch, RejectionType};
@@ -36,6 +36,9 @@ const MAX_BATCH: usize = 512;
 pub(super) const IDLE_TICK: Duration = Duration::from_millis(1000);
 /// How often a follower checks whether it leads now.
 pub(super) const FOLLOWER_POLL: Duration = Duration::from_millis(100);
+/// How long the tick after a failed one waits at first, and at most (see [`Driver::pace_ticks`]).
+const TICK_PAUSE_FIRST: Duration = Duration::from_secs(1);
+const TICK_PAUSE_MAX: Duration = Duration::from_secs(16);
 /// How long a deploy answer waits for the other partitions to have the deployment.
 const DEPLOYMENT_WAIT: Duration = Duration::from_secs(5);
 
@@ -120,6 +123,8 @@ pub(super) struct Driver {
     dedup_window_ms: i64,
     /// Hands the state changes of each processed batch to the state machine.
     handoff: Arc<Handoff>,
+    /// How long ticks wait after the last failed one, and until when (see [`Driver::pace_ticks`]).
+    tick_pause: Option<(Duration, Instant)>,
 }
 
 /// Runs `process` on the overlay; if it panics, undoes its writes and returns the panic's message.
@@ -172,6 +177,7 @@ impl Driver {
             yielding: false,
             dedup_window_ms: setup.dedup_window.as_millis() as i64,
             handoff,
+            tick_pause: None,
         }
     }
 
@@ -182,7 +188,8 @@ impl Driver {
             self.yield_leadership_while_low_on_disk();
             // Only a leader has time-driven work; a follower just watches for becoming one.
             let leading = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-            let due = if leading { self.engine.next_due(&StateReader::new(&self.db)) } else { None };
+            let ticking = leading && !self.ticks_paused();
+            let due = if ticking { self.engine.next_due(&StateReader::new(&self.db)) } else { None };
             let wait = match (leading, due) {
                 (false, _) => FOLLOWER_POLL,
                 (true, Some(due)) => Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_TICK),
@@ -208,7 +215,7 @@ impl Driver {
             // Under steady load a command is always ready before the timer fires, so due work (job
             // time-outs, message expiry, resends, deferred activations) rides along with the batch
             // instead of waiting for a quiet moment that may never come.
-            if ticked || due.is_some_and(|due| due <= now_millis()) {
+            if (ticked && ticking) || due.is_some_and(|due| due <= now_millis()) {
                 batch.push(Submission { input: Input::Tick, reply: None, request: None, received: Instant::now() });
             }
             while batch.len() < MAX_BATCH {
@@ -369,7 +376,7 @@ impl Driver {
                     Input::Client(command) => (false, command.name()),
                     Input::Partition(message) => (false, message.name()),
                     Input::Tick => (false, "Tick"),
-                    Input::FollowUp(_) => (false, "FollowUp"),
+                    Input::Due(due) => (false, due.name()),
                 };
                 let request = match &submission.input {
                     Input::Client(command) if dedup::applies_to(command) => submission.request,
@@ -387,8 +394,9 @@ impl Driver {
                 }
                 let is_tick = matches!(submission.input, Input::Tick);
                 let (mut output, failed) = self.process_guarded(&mut overlay, submission.input, name, label, now);
-                if failed && is_tick {
-                    self.isolate_deferred_activations(&mut overlay, &mut output, label, now);
+                if is_tick {
+                    let still_failing = failed && !self.isolate_due_work(&mut overlay, &mut output, label, now);
+                    self.pace_ticks(still_failing);
                 }
                 records.append(&mut output.records);
                 if let (Some(request), Some(result)) = (request, &output.result) {
@@ -514,7 +522,9 @@ impl Driver {
     /// A panic in the engine (a bug that some command triggers) must not take the partition down,
     /// nor stop the inputs after it: the input's writes are undone, a client command is rejected
     /// saying so, and the batch goes on. An instance the input acted on is marked (a failed job, an
-    /// incident), so that a person sees it instead of the instance waiting silently.
+    /// incident), so that a person sees it instead of the instance waiting silently. A command from
+    /// another partition is taken off its channel and held by an incident, so that the commands
+    /// behind it go on (see [`Engine::hold_failed_partition_command`]).
     fn process_guarded(
         &mut self,
         overlay: &mut Overlay<'_>,
@@ -524,6 +534,13 @@ impl Driver {
         now: i64,
     ) -> (Output, bool) {
         let involved = Involved::of(&input);
+        // Only the failure path needs the command again; partition commands are few beside clients'.
+        let channel = match &input {
+            Input::Partition(PartitionMessage::Command { source_partition, sequence, command }) => {
+                Some((*source_partition, *sequence, command.clone()))
+            }
+            _ => None,
+        };
         let engine = &mut self.engine;
         let cause = match guarded(overlay, |overlay| engine.process(overlay, input, now)) {
             Ok(output) => return (output, false),
@@ -533,6 +550,14 @@ impl Driver {
         self.reset_engine();
         tracing::error!(partition = self.id, command = name, %cause, "processing failed; the command was rejected");
         self.metrics.processing_failures.with_label_values(&[label, name]).inc();
+        if let Some((source, sequence, command)) = channel {
+            let engine = &mut self.engine;
+            let failure = format!("Processing the {name} command from partition {source} failed ({cause})");
+            let held = guarded(overlay, |overlay| {
+                engine.hold_failed_partition_command(overlay, source, sequence, command, &failure, now)
+            });
+            return (held.unwrap_or_default(), true);
+        }
         let mut output = involved
             .and_then(|involved| {
                 let engine = &mut self.engine;
@@ -551,14 +576,36 @@ impl Driver {
         (output, true)
     }
 
-    /// After a tick failed: takes up each deferred activation on its own, so that the one that fails
-    /// is held by an incident instead of failing every later tick, then runs the rest of the tick
-    /// again. A tick that still fails leaves its work due for the next one.
-    fn isolate_deferred_activations(&mut self, overlay: &mut Overlay<'_>, output: &mut Output, label: &str, now: i64) {
-        for key in self.engine.deferred_activations(overlay) {
-            output.absorb(self.process_guarded(overlay, Input::FollowUp(key), "FollowUp", label, now).0);
+    /// After a tick failed: takes up each piece of its work on its own, so that the pieces that go
+    /// through are done and the one that fails is marked (see `waggle_engine::processor`'s
+    /// `incident` module) instead of failing every later tick. Whether every piece went through.
+    fn isolate_due_work(&mut self, overlay: &mut Overlay<'_>, output: &mut Output, label: &str, now: i64) -> bool {
+        let mut all = true;
+        for due in self.engine.due_work(overlay, now) {
+            let (isolated, failed) = self.process_guarded(overlay, Input::Due(due), due.name(), label, now);
+            output.absorb(isolated);
+            all &= !failed;
         }
-        output.absorb(self.process_guarded(overlay, Input::Tick, "Tick", label, now).0);
+        all
+    }
+
+    /// Work that keeps failing stays due, and would make every turn of the loop tick and fail: after
+    /// such a tick the next waits [`TICK_PAUSE_FIRST`], doubling up to [`TICK_PAUSE_MAX`], and a tick
+    /// that goes through ends the pause. The rest of the due work is still done on every tick, only
+    /// later.
+    fn pace_ticks(&mut self, failed: bool) {
+        if !failed {
+            self.tick_pause = None;
+            return;
+        }
+        let pause = self.tick_pause.map_or(TICK_PAUSE_FIRST, |(pause, _)| (pause * 2).min(TICK_PAUSE_MAX));
+        tracing::warn!(partition = self.id, ?pause, "due work keeps failing; the next tick waits");
+        self.tick_pause = Some((pause, Instant::now() + pause));
+    }
+
+    /// Whether ticks wait after failing (see [`Driver::pace_ticks`]).
+    fn ticks_paused(&self) -> bool {
+        self.tick_pause.is_some_and(|(_, until)| Instant::now() < until)
     }
 
     /// Answers a retried request like its first copy, which is committed by now.

@@ -15,6 +15,7 @@ use super::ModelCache;
 use crate::model::{ElementKind, EndKind, ProcessModel};
 use crate::state::tables::distribution::{self, Pending};
 use crate::state::tables::elements::{ElementInstance, Lifecycle};
+use crate::state::tables::held::{self, Held};
 use crate::state::tables::jobs::{Job, JobState};
 use crate::state::tables::subscriptions::{MessageSubscription, ProcessMessageSubscription, ProcessSubscriptionState};
 use crate::state::tables::variables::Variable;
@@ -77,6 +78,7 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
         }
         (Intent::Incident(IncidentIntent::Resolved), RecordValue::Incident(incident)) => {
             incidents::remove(kv, record.key);
+            held::remove(kv, record.key);
             if let Some(mut job) = jobs::get(kv, incident.job_key) {
                 if job.state == JobState::Failed {
                     job.state = JobState::Activatable;
@@ -158,6 +160,9 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
                 distribution::remove_pending(kv, d.partition_id, d.sequence)
             }
             (CommandDistributionIntent::Received, _) => distribution::set_last_received(kv, d.partition_id, d.sequence),
+            (CommandDistributionIntent::Held, Some(command)) => {
+                held::insert(kv, d.origin_key, &Held { source_partition: d.partition_id, command: command.clone() })
+            }
             _ => {}
         },
         _ => {}

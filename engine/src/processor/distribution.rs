@@ -6,11 +6,16 @@
 //! Receiving processes a command only if it is the next in sequence from its source, writing a
 //! `Received` event that remembers the number, and acknowledges it after commit.
 
+use waggle_protocol::key;
 use waggle_protocol::partition::{PartitionCommand, PartitionMessage};
-use waggle_protocol::record::{CommandDistributionIntent, CommandDistributionRecord, Intent, RecordValue};
+use waggle_protocol::record::{
+    CommandDistributionIntent, CommandDistributionRecord, ErrorType, Intent, RecordType, RecordValue, Rejection,
+    RejectionType,
+};
 
+use super::element::Failure;
 use super::Ctx;
-use crate::state::tables::distribution;
+use crate::state::tables::{distribution, elements};
 
 /// How long an unacknowledged command waits before it is sent again.
 pub(super) const RETRY_INTERVAL_MS: i64 = 2_000;
@@ -73,6 +78,52 @@ impl Ctx<'_> {
             source,
             PartitionMessage::Acknowledge { source_partition: self.partition_id, sequence: acknowledged },
         ));
+    }
+
+    /// See [`super::Engine::hold_failed_partition_command`].
+    pub(super) fn hold_failed(&mut self, source: u32, sequence: u64, command: PartitionCommand, failure: &str) {
+        // Only the next command in sequence is processed, so only that one can have failed.
+        if sequence != distribution::last_received(&*self.kv, source) + 1 {
+            return;
+        }
+        self.event(
+            -1,
+            Intent::CommandDistribution(CommandDistributionIntent::Received),
+            record(source, sequence, -1, None),
+        );
+        let holder = command
+            .element_instance_key()
+            .filter(|key| key::partition_of(*key) == Some(self.partition_id))
+            .and_then(|key| elements::get(&*self.kv, key));
+        match holder {
+            Some(instance) => {
+                let message = format!(
+                    "{failure}; it changed nothing and this incident holds it: resolving the incident processes it \
+                     again. This is a bug in Waggle: report it with this message"
+                );
+                let failure = Failure { error_type: ErrorType::Unknown, message };
+                let incident_key = self.open_incident(&instance, failure, -1);
+                self.event(
+                    incident_key,
+                    Intent::CommandDistribution(CommandDistributionIntent::Held),
+                    record(source, sequence, incident_key, Some(command)),
+                );
+            }
+            None => {
+                let reason = format!(
+                    "{failure}; it was rejected and changed nothing. This is a bug in Waggle: report it with this \
+                     message"
+                );
+                self.write(
+                    RecordType::CommandRejection,
+                    -1,
+                    Intent::CommandDistribution(CommandDistributionIntent::Received),
+                    record(source, sequence, -1, Some(command)),
+                    Some(Rejection { kind: RejectionType::ProcessingError, reason }),
+                );
+            }
+        }
+        self.out.sends.push((source, PartitionMessage::Acknowledge { source_partition: self.partition_id, sequence }));
     }
 
     fn acknowledged(&mut self, target: u32, up_to: u64) {

@@ -604,7 +604,10 @@ impl Ctx<'_> {
         let Some(model) = self.model(instance.record.process_definition_key) else { return };
         match instance.lifecycle {
             Lifecycle::Activating => self.continue_activation(&model, key, None),
-            Lifecycle::Activated => self.complete_element(key),
+            // An activated element waits for its job or its message. An incident on it without a
+            // job marks a command about it that failed (see the `incident` module); resolving the
+            // incident leaves the element waiting.
+            Lifecycle::Activated => {}
             Lifecycle::Completing => self.continue_completion(key),
             Lifecycle::Terminating => {}
         }

@@ -8,20 +8,31 @@
 //! [`Engine::record_processing_failure`] marks it: the job fails without retries and an incident holds
 //! its element, or an incident is raised on the element itself, with the panic's message.
 //!
+//! A command from another partition has no client to reject it to, and its source sends it again
+//! until it is acknowledged, while the receiver takes only the next number from each source: failing
+//! for good, it would block every command behind it. So the partition counts it as received and
+//! acknowledges it ([`Engine::hold_failed_partition_command`]), and an incident on the element
+//! instance it is about keeps it: resolving the incident processes it again, which is what a message
+//! correlation needs to go on. One about no element instance of this partition (the message side of a
+//! subscription, a deployment) is rejected with the failure; the log keeps it for a person to see.
+//!
 //! A tick has no single instance to mark, and it would fail again on the next tick, stalling every
-//! time-driven piece of work with it. The likely culprit in a tick is a deferred activation (it runs
-//! the element's whole activation, FEEL and all), so after a failed tick the driver takes each one up
-//! on its own ([`Input::FollowUp`]); the one that fails is started and held by an incident, as an
-//! endless loop is, and the tick goes on without it.
+//! time-driven piece of work with it. So after a failed tick the driver takes each piece of its work
+//! up on its own ([`Engine::due_work`], [`Input::Due`]): the pieces that go through are done, and the
+//! one that fails is marked like a failed command. A deferred activation that fails (the likely
+//! culprit: it runs the element's whole activation, FEEL and all) is started and held by an
+//! incident, as an endless loop is; a job whose time-out fails fails into an incident, which takes
+//! it off the deadlines. What stays due (a message whose expiry fails) makes the partition's later
+//! ticks wait longer, so that it costs little while the rest of the work still gets done.
 
 use waggle_protocol::command::{ClientCommand, CommandResult};
 use waggle_protocol::record::{ErrorType, IncidentIntent, IncidentRecord, Intent, RecordValue, RejectionType};
 
 use super::element::Failure;
-use super::{Ctx, Engine, Input, Output};
+use super::{Ctx, Due, Engine, Input, Output, PartitionCommand};
 use crate::state::tables::elements::{ElementInstance, Lifecycle};
 use crate::state::tables::jobs::JobState;
-use crate::state::tables::{elements, follow_ups, incidents, jobs};
+use crate::state::tables::{elements, follow_ups, held, incidents, jobs};
 use crate::state::KvWrite;
 
 /// What a command acts on, for marking it when processing the command fails. Taken from the
@@ -40,8 +51,9 @@ impl Involved {
     pub fn of(input: &Input) -> Option<Involved> {
         let command = match input {
             Input::Client(command) => command,
-            Input::FollowUp(key) => return Some(Involved::FollowUp(*key)),
-            Input::Partition(_) | Input::Tick => return None,
+            Input::Due(Due::FollowUp(key)) => return Some(Involved::FollowUp(*key)),
+            Input::Due(Due::JobTimeOut(key) | Due::JobBackoff(key)) => return Some(Involved::Job(*key)),
+            Input::Due(Due::MessageExpiry(_) | Due::Resend) | Input::Partition(_) | Input::Tick => return None,
         };
         match command {
             ClientCommand::CompleteJob { job_key, .. }
@@ -60,6 +72,26 @@ impl Involved {
 }
 
 impl Engine {
+    /// Takes command number `sequence` from `source_partition`, whose processing failed with
+    /// `failure`, off its channel, so that the commands behind it go on: it counts as received and is
+    /// acknowledged. An incident on the element instance of this partition that the command is
+    /// about holds it, and resolving the incident processes it again. A command about nothing here
+    /// is rejected with the failure.
+    #[allow(clippy::too_many_arguments)]
+    pub fn hold_failed_partition_command(
+        &mut self,
+        state: &mut dyn KvWrite,
+        source_partition: u32,
+        sequence: u64,
+        command: PartitionCommand,
+        failure: &str,
+        now: i64,
+    ) -> Output {
+        let mut ctx = Ctx::new(self, state, now);
+        ctx.hold_failed(source_partition, sequence, command, failure);
+        ctx.out
+    }
+
     /// Marks what a command acted on after processing it failed with `message`: an activated job
     /// fails without retries (which raises an incident on its element), anything else gets an
     /// incident on its element instance, unless one with the same message is already open there.
@@ -111,6 +143,11 @@ impl Engine {
 impl Ctx<'_> {
     /// Raises an incident on an element instance (and the job that failed, if `job_key` > 0).
     pub(super) fn raise_incident(&mut self, instance: &ElementInstance, failure: Failure, job_key: i64) {
+        self.open_incident(instance, failure, job_key);
+    }
+
+    /// [`Ctx::raise_incident`], returning the incident's key.
+    pub(super) fn open_incident(&mut self, instance: &ElementInstance, failure: Failure, job_key: i64) -> i64 {
         let r = &instance.record;
         let incident = IncidentRecord {
             error_type: failure.error_type,
@@ -126,6 +163,7 @@ impl Ctx<'_> {
         };
         let key = self.new_key();
         self.event(key, Intent::Incident(IncidentIntent::Created), RecordValue::Incident(incident));
+        key
     }
 
     /// Resolves the incidents of a terminated element instance: nobody can fix them any more.
@@ -151,6 +189,7 @@ impl Ctx<'_> {
             );
         };
         self.command(incident_key, intent, RecordValue::Incident(incident.clone()));
+        let held = held::get(&*self.kv, incident_key);
         let job = (incident.job_key > 0).then(|| jobs::get(&*self.kv, incident.job_key)).flatten();
         if let Some(job) = &job {
             if job.record.retries <= 0 && incident.error_type == waggle_protocol::record::ErrorType::JobNoRetries {
@@ -167,9 +206,10 @@ impl Ctx<'_> {
             }
         }
         self.event(incident_key, Intent::Incident(IncidentIntent::Resolved), RecordValue::Incident(incident.clone()));
-        match job {
-            Some(job) => self.out.jobs_available.push(job.record.job_type),
-            None => self.retry_element(incident.element_instance_key),
+        match (held, job) {
+            (Some(held), _) => self.partition_command(held.command),
+            (None, Some(job)) => self.out.jobs_available.push(job.record.job_type),
+            (None, None) => self.retry_element(incident.element_instance_key),
         }
         self.out.result = Some(CommandResult::Done { key: incident_key });
     }

@@ -8,14 +8,12 @@ use waggle_protocol::record::{
 
 use super::element::Failure;
 use super::variables::ScopeView;
-use super::{parse_document, Ctx, Rejected, Step};
+use super::{parse_document, Ctx, Rejected, Step, TICK_LIMIT};
 use crate::state::tables::elements;
 use crate::state::tables::jobs::{self, Job, JobState};
 
 /// Upper bound for the variables of one activation batch, below gRPC's default 4 MiB message limit.
 const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024;
-/// How many due jobs one tick handles; the rest wait for the next tick.
-const TICK_LIMIT: usize = 256;
 
 fn not_found(action: &str, job_key: i64) -> Rejected {
     (RejectionType::NotFound, format!("Expected to {action} job with key '{job_key}', but no such job was found"))
@@ -298,19 +296,27 @@ impl Ctx<'_> {
 
     pub(super) fn time_out_jobs(&mut self) {
         for job_key in jobs::timed_out(&*self.kv, self.now, TICK_LIMIT) {
-            let Some(job) = jobs::get(&*self.kv, job_key) else { continue };
-            self.command(job_key, Intent::Job(JobIntent::TimeOut), RecordValue::Job(job.record.clone()));
-            self.event(job_key, Intent::Job(JobIntent::TimedOut), RecordValue::Job(job.record.clone()));
-            self.out.jobs_available.push(job.record.job_type);
+            self.time_out_job(job_key);
         }
+    }
+
+    pub(super) fn time_out_job(&mut self, job_key: i64) {
+        let Some(job) = jobs::get(&*self.kv, job_key) else { return };
+        self.command(job_key, Intent::Job(JobIntent::TimeOut), RecordValue::Job(job.record.clone()));
+        self.event(job_key, Intent::Job(JobIntent::TimedOut), RecordValue::Job(job.record.clone()));
+        self.out.jobs_available.push(job.record.job_type);
     }
 
     pub(super) fn recur_jobs_after_backoff(&mut self) {
         for job_key in jobs::backoff_over(&*self.kv, self.now, TICK_LIMIT) {
-            let Some(job) = jobs::get(&*self.kv, job_key) else { continue };
-            self.command(job_key, Intent::Job(JobIntent::RecurAfterBackoff), RecordValue::Job(job.record.clone()));
-            self.event(job_key, Intent::Job(JobIntent::RecurredAfterBackoff), RecordValue::Job(job.record.clone()));
-            self.out.jobs_available.push(job.record.job_type);
+            self.recur_job_after_backoff(job_key);
         }
+    }
+
+    pub(super) fn recur_job_after_backoff(&mut self, job_key: i64) {
+        let Some(job) = jobs::get(&*self.kv, job_key) else { return };
+        self.command(job_key, Intent::Job(JobIntent::RecurAfterBackoff), RecordValue::Job(job.record.clone()));
+        self.event(job_key, Intent::Job(JobIntent::RecurredAfterBackoff), RecordValue::Job(job.record.clone()));
+        self.out.jobs_available.push(job.record.job_type);
     }
 }

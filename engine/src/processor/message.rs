@@ -12,10 +12,8 @@ use waggle_protocol::record::{
     ProcessMessageSubscriptionRecord, RecordValue, RejectionType,
 };
 
-use super::{parse_document, Ctx, PartitionCommand, Step};
+use super::{parse_document, Ctx, PartitionCommand, Step, TICK_LIMIT};
 use crate::state::tables::{elements, messages, processes, subscriptions};
-
-const TICK_LIMIT: usize = 256;
 
 impl Ctx<'_> {
     pub(super) fn publish_message(&mut self, publish: PublishMessage) {
@@ -288,9 +286,13 @@ impl Ctx<'_> {
 
     pub(super) fn expire_messages(&mut self) {
         for message_key in messages::expired(&*self.kv, self.now, TICK_LIMIT) {
-            let Some(message) = messages::get(&*self.kv, message_key) else { continue };
-            self.command(message_key, Intent::Message(MessageIntent::Expire), RecordValue::Message(message.clone()));
-            self.event(message_key, Intent::Message(MessageIntent::Expired), RecordValue::Message(message));
+            self.expire_message(message_key);
         }
+    }
+
+    pub(super) fn expire_message(&mut self, message_key: i64) {
+        let Some(message) = messages::get(&*self.kv, message_key) else { return };
+        self.command(message_key, Intent::Message(MessageIntent::Expire), RecordValue::Message(message.clone()));
+        self.event(message_key, Intent::Message(MessageIntent::Expired), RecordValue::Message(message));
     }
 }

@@ -46,13 +46,44 @@ pub enum Input {
     Client(ClientCommand),
     /// A command from another partition, or its acknowledgement of ours.
     Partition(PartitionMessage),
-    /// Time-driven work that is due: job time-outs, retry back-offs, message expiry, and the
-    /// activations earlier runs deferred.
+    /// Time-driven work that is due: job time-outs, retry back-offs, message expiry, resending
+    /// unacknowledged commands, and the activations earlier runs deferred.
     Tick,
-    /// One deferred activation, by the key of the element instance it creates, taken up on its own.
-    /// The partition uses it to find which activation made a tick fail ([`Involved::FollowUp`]).
-    FollowUp(i64),
+    /// One piece of a tick's work, taken up on its own. The partition uses it to find which piece
+    /// made a tick fail (see the `incident` module).
+    Due(Due),
 }
+
+/// One piece of time-driven work ([`Engine::due_work`]), by the key of what it acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// A deferred activation, by the key of the element instance it creates.
+    FollowUp(i64),
+    /// An activated job whose deadline passed.
+    JobTimeOut(i64),
+    /// A failed job whose retry back-off is over.
+    JobBackoff(i64),
+    /// A buffered message whose time to live is over.
+    MessageExpiry(i64),
+    /// Resending the commands other partitions have not acknowledged yet.
+    Resend,
+}
+
+impl Due {
+    /// The name of this kind of work, for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Due::FollowUp(_) => "FollowUp",
+            Due::JobTimeOut(_) => "JobTimeOut",
+            Due::JobBackoff(_) => "JobBackoff",
+            Due::MessageExpiry(_) => "MessageExpiry",
+            Due::Resend => "Resend",
+        }
+    }
+}
+
+/// How many due jobs or messages of each kind one tick handles; the rest wait for the next tick.
+const TICK_LIMIT: usize = 256;
 
 /// What processing one input produced.
 #[derive(Debug, Default)]
@@ -169,7 +200,7 @@ impl Engine {
             Input::Client(command) => ctx.client_command(command),
             Input::Partition(message) => ctx.partition_message(message),
             Input::Tick => ctx.tick(),
-            Input::FollowUp(key) => ctx.continue_follow_up(key),
+            Input::Due(due) => ctx.due(due),
         }
         ctx.run_queue();
         ctx.out
@@ -180,13 +211,19 @@ impl Engine {
         applier::apply(state, &mut self.models, self.partition_id, record);
     }
 
-    /// When time-driven work is next due, if any: job and message deadlines, and resending commands
-    /// that other partitions have not acknowledged yet.
-    /// The activations that earlier runs deferred, oldest first, as many as a tick takes up.
-    pub fn deferred_activations(&self, state: &dyn KvRead) -> Vec<i64> {
-        crate::state::tables::follow_ups::oldest(state, follow_up::FOLLOW_UPS_PER_TICK)
+    /// The pieces of work a tick at time `now` takes up, in the order it takes them up.
+    pub fn due_work(&self, state: &dyn KvRead, now: i64) -> Vec<Due> {
+        use crate::state::tables::{distribution, follow_ups, jobs, messages};
+        let follow_ups = follow_ups::oldest(state, follow_up::FOLLOW_UPS_PER_TICK).into_iter().map(Due::FollowUp);
+        let time_outs = jobs::timed_out(state, now, TICK_LIMIT).into_iter().map(Due::JobTimeOut);
+        let backoffs = jobs::backoff_over(state, now, TICK_LIMIT).into_iter().map(Due::JobBackoff);
+        let expiries = messages::expired(state, now, TICK_LIMIT).into_iter().map(Due::MessageExpiry);
+        let resend = distribution::has_pending(state).then_some(Due::Resend);
+        time_outs.chain(backoffs).chain(expiries).chain(resend).chain(follow_ups).collect()
     }
 
+    /// When time-driven work is next due, if any: job and message deadlines, resending commands
+    /// that other partitions have not acknowledged yet, and activations earlier runs deferred.
     pub fn next_due(&self, state: &dyn KvRead) -> Option<i64> {
         use crate::state::tables::{distribution, follow_ups, jobs, messages};
         let resend = distribution::has_pending(state).then_some(self.retry_at.unwrap_or(i64::MIN));
@@ -371,6 +408,16 @@ impl<'a> Ctx<'a> {
         self.expire_messages();
         self.resend_pending();
         self.continue_follow_ups();
+    }
+
+    fn due(&mut self, due: Due) {
+        match due {
+            Due::FollowUp(key) => self.continue_follow_up(key),
+            Due::JobTimeOut(key) => self.time_out_job(key),
+            Due::JobBackoff(key) => self.recur_job_after_backoff(key),
+            Due::MessageExpiry(key) => self.expire_message(key),
+            Due::Resend => self.resend_pending(),
+        }
     }
 
     /// Runs queued follow-up work and local partition commands until none is left.

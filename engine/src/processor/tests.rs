@@ -8,11 +8,11 @@ use waggle_protocol::command::{
     DEFAULT_TENANT,
 };
 use waggle_protocol::record::{
-    DeploymentResource, ErrorType, IncidentIntent, IncidentRecord, Intent, JobIntent, ProcessInstanceIntent, Record,
-    RecordValue, RejectionType,
+    DeploymentResource, ErrorType, IncidentIntent, IncidentRecord, Intent, JobIntent, MessageIntent,
+    ProcessInstanceIntent, Record, RecordValue, RejectionType,
 };
 
-use super::{Engine, Input, Involved, Output};
+use super::{Due, Engine, Input, Involved, Output};
 use crate::state::tables::{elements, incidents, jobs};
 use crate::state::{MemKv, Overlay};
 
@@ -497,6 +497,56 @@ fn buffered_message_expires_after_its_time_to_live() {
     assert!(!p.completed(instance));
 }
 
+/// A partition with one timed-out job, one job past its back-off and one expired message, and their
+/// keys in that order.
+fn partition_with_due_work() -> (Partition, i64, i64, i64) {
+    let mut p = Partition::new();
+    p.deploy("one.bpmn", &one_task("one", "work"));
+    p.create("one", json!({}));
+    p.create("one", json!({}));
+    let jobs = p.activate("work", 2);
+    p.command(ClientCommand::FailJob {
+        job_key: jobs[1].key,
+        retries: 2,
+        error_message: String::new(),
+        retry_backoff: 5_000,
+        variables: String::new(),
+    });
+    let CommandResult::Done { key: message } = p.publish("paid", "late", 1_000, "", json!({})) else {
+        panic!("a message is published");
+    };
+    p.now += 60_000;
+    (p, jobs[0].key, jobs[1].key, message)
+}
+
+#[test]
+fn each_piece_of_a_tick_taken_up_on_its_own_does_what_the_tick_does() {
+    let (mut p, timed_out, backed_off, message) = partition_with_due_work();
+    let due = p.leader.due_work(&p.state, p.now);
+    assert_eq!(due, vec![Due::JobTimeOut(timed_out), Due::JobBackoff(backed_off), Due::MessageExpiry(message)]);
+    for piece in due {
+        p.process(Input::Due(piece));
+    }
+    assert!(p.leader.due_work(&p.state, p.now).is_empty());
+    assert_eq!(p.leader.next_due(&p.state), None);
+    let mut again: Vec<i64> = p.activate("work", 2).iter().map(|job| job.key).collect();
+    again.sort();
+    assert_eq!(again, vec![timed_out, backed_off]);
+    assert!(p.log.iter().any(|r| r.key == message && r.intent == Intent::Message(MessageIntent::Expired)));
+}
+
+#[test]
+fn a_job_whose_time_out_failed_fails_into_an_incident_and_is_due_no_more() {
+    let (mut p, timed_out, ..) = partition_with_due_work();
+    let involved = Involved::of(&Input::Due(Due::JobTimeOut(timed_out))).expect("a time-out names its job");
+    assert_eq!(involved, Involved::Job(timed_out));
+    p.processing_failed(involved, "Processing the JobTimeOut work failed (boom)");
+    assert!(!p.leader.due_work(&p.state, p.now).contains(&Due::JobTimeOut(timed_out)));
+    let (_, incident) = p.open_incidents().remove(0);
+    assert_eq!(incident.job_key, timed_out);
+    assert_eq!(Involved::of(&Input::Due(Due::MessageExpiry(1))), None, "a message marks no instance");
+}
+
 #[test]
 fn cancelling_an_instance_terminates_it_with_its_jobs() {
     let mut p = Partition::new();
@@ -848,6 +898,31 @@ mod cluster {
             let mut output =
                 process_and_apply(&mut replica.leader, &mut replica.follower, &mut replica.state, input, self.now);
             replica.log.extend(output.records.iter().cloned());
+            self.route(&mut output);
+            output
+        }
+
+        /// What a partition does after processing `message` panicked with `cause` (see the broker's
+        /// partition driver).
+        fn fail(&mut self, partition_id: u32, message: PartitionMessage, cause: &str) -> Output {
+            let PartitionMessage::Command { source_partition, sequence, command } = message else {
+                panic!("only commands are processed");
+            };
+            let failure =
+                format!("Processing the {} command from partition {source_partition} failed ({cause})", command.name());
+            let now = self.now;
+            let replica = self.partitions.get_mut(&partition_id).expect("partition exists");
+            let mut output =
+                lead_and_follow(&mut replica.leader, &mut replica.follower, &mut replica.state, |leader, overlay| {
+                    leader.hold_failed_partition_command(overlay, source_partition, sequence, command, &failure, now)
+                });
+            replica.log.extend(output.records.iter().cloned());
+            self.route(&mut output);
+            output
+        }
+
+        /// Puts what an output sends in flight, through the fault schedule.
+        fn route(&mut self, output: &mut Output) {
             self.finished_distributions.append(&mut output.distributions_finished);
             for (target, message) in std::mem::take(&mut output.sends) {
                 if self.faults.roll() < self.faults.drop_percent {
@@ -858,7 +933,30 @@ mod cluster {
                 }
                 self.in_flight.push_back((target, message));
             }
-            output
+        }
+
+        /// Takes the first message in flight to `target` that is a command of this name.
+        fn intercept(&mut self, target: u32, name: &str) -> PartitionMessage {
+            let at = self
+                .in_flight
+                .iter()
+                .position(|(to, message)| *to == target && message.name() == name)
+                .unwrap_or_else(|| panic!("no {name} in flight to partition {target}"));
+            self.in_flight.remove(at).expect("found above").1
+        }
+
+        fn open_incidents(&self, partition_id: u32) -> Vec<(i64, IncidentRecord)> {
+            let replica = &self.partitions[&partition_id];
+            let mut open: Vec<(i64, IncidentRecord)> = replica
+                .log
+                .iter()
+                .filter_map(|r| match (&r.intent, &r.value) {
+                    (Intent::Incident(IncidentIntent::Created), RecordValue::Incident(i)) => Some((r.key, i.clone())),
+                    _ => None,
+                })
+                .collect();
+            open.retain(|(key, _)| incidents::get(&replica.state, *key).is_some());
+            open
         }
 
         fn command(&mut self, partition_id: u32, command: ClientCommand) -> CommandResult {
@@ -1030,6 +1128,96 @@ mod cluster {
         assert_eq!(correlations.len(), instances.len());
         assert!(correlations.values().all(|n| *n == 1), "each instance correlated exactly once: {correlations:?}");
     }
+
+    /// Correlation keys whose messages live on partition `partition` of `count`.
+    fn orders_on(partition: u32, count: u32, how_many: usize) -> Vec<String> {
+        (0..)
+            .map(|i| format!("order-{i}"))
+            .filter(|order| key::message_partition(order, count) == partition)
+            .take(how_many)
+            .collect()
+    }
+
+    fn publish(cluster: &mut Cluster, order: &str, variables: Json) {
+        let publish = ClientCommand::PublishMessage(PublishMessage {
+            name: "paid".into(),
+            correlation_key: order.into(),
+            time_to_live: 600_000,
+            message_id: String::new(),
+            variables: variables.to_string(),
+            tenant_id: DEFAULT_TENANT.into(),
+        });
+        let partition = key::message_partition(order, 2);
+        assert!(matches!(cluster.command(partition, publish), CommandResult::Done { .. }));
+    }
+
+    #[test]
+    fn a_correlation_whose_processing_failed_is_held_by_an_incident_while_the_channel_goes_on() {
+        let mut cluster = Cluster::new(2, Faults { seed: 5, drop_percent: 0, duplicate_percent: 0 });
+        deploy(&mut cluster, "wait.bpmn", &message_model());
+        cluster.run_until_quiet();
+        let orders = orders_on(2, 2, 2);
+        let failing = create(&mut cluster, 1, "wait", json!({ "orderId": orders[0] }));
+        let passing = create(&mut cluster, 1, "wait", json!({ "orderId": orders[1] }));
+        cluster.settle();
+
+        publish(&mut cluster, &orders[0], json!({ "paid": 1 }));
+        let correlate = cluster.intercept(1, "CorrelateProcessSubscription");
+        cluster.fail(1, correlate, "boom");
+        publish(&mut cluster, &orders[1], json!({ "paid": 2 }));
+        cluster.run_until_quiet();
+
+        assert!(cluster.completed(passing), "the command behind the failed one was processed");
+        assert!(!cluster.completed(failing), "the failed correlation changed nothing");
+        let open = cluster.open_incidents(1);
+        assert_eq!(open.len(), 1, "{open:?}");
+        let (incident_key, incident) = open[0].clone();
+        assert_eq!((incident.process_instance_key, incident.element_id.as_str()), (failing, "catch"));
+        assert!(
+            incident.error_message.starts_with(
+                "Processing the CorrelateProcessSubscription command from partition 2 failed (boom); it changed \
+                 nothing and this incident holds it"
+            ),
+            "{}",
+            incident.error_message
+        );
+
+        let resolved = cluster.command(1, ClientCommand::ResolveIncident { incident_key });
+        assert!(matches!(resolved, CommandResult::Done { .. }), "{resolved:?}");
+        cluster.run_until_quiet();
+        assert!(cluster.completed(failing), "resolving the incident processed the held correlation");
+        let paid: Vec<&str> = cluster.partitions[&1]
+            .log
+            .iter()
+            .filter_map(|r| match &r.value {
+                RecordValue::Variable(v) if v.process_instance_key == failing && v.name == "paid" => {
+                    Some(v.value.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(paid, vec!["1"], "the message's variables reached the instance once");
+        assert!(cluster.open_incidents(1).is_empty());
+        assert!(
+            crate::state::tables::held::get(&cluster.partitions[&1].state, incident_key).is_none(),
+            "a resolved incident holds nothing"
+        );
+    }
+
+    #[test]
+    fn a_failed_command_about_nothing_on_its_partition_is_rejected_and_acknowledged() {
+        let mut cluster = Cluster::new(2, Faults { seed: 5, drop_percent: 0, duplicate_percent: 0 });
+        deploy(&mut cluster, "one.bpmn", &one_task("one", "work"));
+        let distribute = cluster.intercept(2, "DistributeDeployment");
+        let output = cluster.fail(2, distribute, "boom");
+        let rejection = output.records.iter().find_map(|r| r.rejection.as_ref()).expect("the command is rejected");
+        assert_eq!(rejection.kind, RejectionType::ProcessingError);
+        assert!(rejection.reason.contains("DistributeDeployment command from partition 1 failed (boom)"));
+        assert_eq!(distribution::last_received(&cluster.partitions[&2].state, 1), 1);
+        cluster.run_until_quiet();
+        assert!(!distribution::has_pending(&cluster.partitions[&1].state), "the source got its acknowledgement");
+        assert!(cluster.open_incidents(2).is_empty());
+    }
 }
 
 /// A loop without a wait state: `count` adds one to `n` and the gateway goes round again while
@@ -1054,6 +1242,18 @@ fn small_runs() -> super::ProcessingLimits {
 }
 
 impl Partition {
+    /// The activations waiting for a later run, as a tick would take them up.
+    fn deferred(&self) -> Vec<i64> {
+        self.leader
+            .due_work(&self.state, self.now)
+            .into_iter()
+            .filter_map(|due| match due {
+                Due::FollowUp(key) => Some(key),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn with_limits(limits: super::ProcessingLimits) -> Self {
         let mut p = Partition::new();
         p.leader = Engine::new(1, 1).with_limits(limits);
@@ -1133,11 +1333,11 @@ fn a_deferred_activation_taken_up_on_its_own_goes_on_like_a_tick_would() {
     p.deploy("counter.bpmn", &counting_loop("100"));
     let instance = p.create("counter", json!({"n": 0}));
     for _ in 0..100 {
-        let deferred = p.leader.deferred_activations(&p.state);
+        let deferred = p.deferred();
         let Some(&key) = deferred.first() else { break };
-        assert_eq!(Involved::of(&Input::FollowUp(key)), Some(Involved::FollowUp(key)));
-        p.process(Input::FollowUp(key));
-        assert!(!p.leader.deferred_activations(&p.state).contains(&key), "activation {key} was taken up");
+        assert_eq!(Involved::of(&Input::Due(Due::FollowUp(key))), Some(Involved::FollowUp(key)));
+        p.process(Input::Due(Due::FollowUp(key)));
+        assert!(!p.deferred().contains(&key), "activation {key} was taken up");
     }
     assert!(p.completed(instance));
     assert!(p.open_incidents().is_empty());
@@ -1148,12 +1348,12 @@ fn a_deferred_activation_whose_processing_failed_is_held_by_an_incident_until_re
     let mut p = Partition::with_limits(super::ProcessingLimits { max_deferrals_without_wait: 1_000, ..small_runs() });
     p.deploy("counter.bpmn", &counting_loop("100"));
     let instance = p.create("counter", json!({"n": 0}));
-    let deferred = p.leader.deferred_activations(&p.state);
+    let deferred = p.deferred();
     assert_eq!(deferred.len(), 1, "one activation waits for the next run");
     let key = deferred[0];
 
     p.processing_failed(Involved::FollowUp(key), "index out of bounds");
-    assert!(p.leader.deferred_activations(&p.state).is_empty(), "the failed activation is no longer taken up");
+    assert!(p.deferred().is_empty(), "the failed activation is no longer taken up");
     assert_eq!(p.leader.next_due(&p.state), None, "the partition's ticks go on without it");
     let incidents = p.open_incidents();
     assert_eq!(incidents.len(), 1);
@@ -1172,7 +1372,7 @@ fn a_failure_naming_a_deferred_activation_that_is_gone_changes_nothing() {
     let mut p = Partition::with_limits(small_runs());
     p.deploy("counter.bpmn", &counting_loop("100"));
     p.create("counter", json!({"n": 0}));
-    let key = p.leader.deferred_activations(&p.state)[0];
+    let key = p.deferred()[0];
     p.tick_until_settled(100);
     assert!(p.processing_failed(Involved::FollowUp(key), "boom").records.is_empty());
 }

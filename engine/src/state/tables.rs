@@ -44,6 +44,7 @@ mod prefix {
     pub const INBOX: u8 = 0x1B;
     pub const FOLLOW_UP: u8 = 0x1C;
     pub const FOLLOW_UP_CHAIN: u8 = 0x1D;
+    pub const HELD_COMMAND: u8 = 0x1E;
 }
 
 /// The tables used as queues: entries are inserted at one end (new keys, later due times) and
@@ -856,6 +857,41 @@ pub mod follow_ups {
     pub fn end_chain(kv: &mut dyn KvWrite, process_instance_key: i64) {
         if kv.get(&chain_key(process_instance_key)).is_some() {
             kv.delete(&chain_key(process_instance_key));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Held commands: commands from other partitions whose processing failed, each kept by the incident that
+// holds it until a person resolves it (see the processor's `incident` module).
+
+pub mod held {
+    use waggle_protocol::partition::PartitionCommand;
+
+    use super::*;
+
+    /// A held command and the partition it came from.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Held {
+        pub source_partition: u32,
+        pub command: PartitionCommand,
+    }
+
+    fn key(incident_key: i64) -> Vec<u8> {
+        Key::new(prefix::HELD_COMMAND).i64(incident_key).done()
+    }
+
+    pub fn insert(kv: &mut dyn KvWrite, incident_key: i64, held: &Held) {
+        kv.put(&key(incident_key), &encode(held));
+    }
+
+    pub fn get(kv: &dyn KvRead, incident_key: i64) -> Option<Held> {
+        super::get(kv, &key(incident_key))
+    }
+
+    pub fn remove(kv: &mut dyn KvWrite, incident_key: i64) {
+        if kv.get(&key(incident_key)).is_some() {
+            kv.delete(&key(incident_key));
         }
     }
 }
