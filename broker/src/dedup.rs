@@ -11,21 +11,18 @@
 //!
 //! The memory is replicated state, not a cache of the leader's: the leader writes each answer into the
 //! batch that commits the command ([`RecordBatch::answers`]), and every replica's state machine stores
-//! it in the partition's state, next to the engine's tables. A retry that reaches a new leader after a
-//! failover therefore finds it, and snapshots, which copy the whole state, carry it to replicas that
-//! catch up from one. Two tables live under the state machine's own prefixes, which the engine never
-//! uses:
+//! it in the partition's `answers` column family in the same atomic write as the batch's state
+//! changes. A retry that reaches a new leader after a failover therefore finds it, and snapshots carry
+//! the answers still remembered to replicas that catch up from one.
 //!
-//! - `ANSWER ‖ request id` → the encoded `CommandResult`, as the leader encoded it once for the log;
-//! - `EXPIRY ‖ remember-until ‖ request id` → nothing: a time-ordered index of the first.
-//!
-//! Expiry is deterministic: a batch carries the leader's clock ([`RecordBatch::timestamp`]) and the
-//! time until which its answers are remembered, and applying a batch forgets the answers whose time is
-//! up by the batch's clock, never by the replica's own, so every replica forgets the same answers at
-//! the same log position. Forgetting walks the index from its front and stops at the first entry still
-//! due, at most [`FORGET_PER_BATCH`] entries per batch: a bounded seek, never a scan of the table. The
-//! index is a queue table for the storage layer, so the walk starts past the tombstones of entries
-//! already forgotten.
+//! One entry per answer, `request id` → `remember-until ‖ encoded CommandResult`, as the leader
+//! encoded it once for the log. A batch carries the time until which its answers are remembered
+//! (the leader's clock plus the window), and a lookup treats an answer whose time is up as forgotten,
+//! so what a lookup finds does not depend on when the entry is physically removed. Nothing deletes
+//! answers: a compaction filter drops the expired ones whenever RocksDB compacts the column family.
+//! At a few thousand commands a second the memory holds over a million answers; keeping them out of
+//! the engine's state means no index, no deletes and no tombstones to write, step over and compact,
+//! and the state the engine reads stays small.
 //!
 //! The leader looks an id up before it processes a command, both in this memory (what committed
 //! batches answered) and among the commands of the batch it is building; the driver awaits each batch's
@@ -52,17 +49,12 @@
 //! gateways' ranges overlap within one window, which at any plausible rate is far less likely than a
 //! disk error.
 
-use waggle_engine::state::{KvRead, KvWrite};
+use rocksdb::{CompactionDecision, WriteBatch};
 use waggle_protocol::command::{ClientCommand, RequestId};
 use waggle_protocol::record::RecordBatch;
 
-/// Remembered answers by request id. The state machine's prefixes start at 0xF0.
-const ANSWER: u8 = 0xF1;
-/// The time-ordered index of [`ANSWER`]: remember-until, then request id.
-pub const EXPIRY: u8 = 0xF2;
-/// How many expired answers applying one batch forgets at most. A batch remembers at most one answer
-/// per command (two for a create that also completes), so forgetting keeps up with remembering.
-const FORGET_PER_BATCH: usize = 2048;
+use crate::now_millis;
+use crate::storage::{cf, Database, CF_ANSWERS, CF_STATE};
 
 /// The default window during which a partition remembers an answer.
 pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
@@ -72,143 +64,188 @@ pub fn applies_to(command: &ClientCommand) -> bool {
     !matches!(command, ClientCommand::ActivateJobs(_))
 }
 
-fn answer_key(request_id: RequestId) -> [u8; 9] {
-    let mut key = [ANSWER; 9];
-    key[1..].copy_from_slice(&request_id.to_be_bytes());
-    key
+fn key(request_id: RequestId) -> [u8; 8] {
+    request_id.to_be_bytes()
 }
 
-/// Epoch milliseconds as big-endian bytes that sort like the numbers, negative ones included.
-fn time_bytes(millis: i64) -> [u8; 8] {
-    ((millis as u64) ^ (1 << 63)).to_be_bytes()
+fn entry(remember_until: i64, result: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + result.len());
+    value.extend_from_slice(&remember_until.to_be_bytes());
+    value.extend_from_slice(result);
+    value
 }
 
-fn expiry_key(until: i64, request_id: RequestId) -> [u8; 17] {
-    let mut key = [EXPIRY; 17];
-    key[1..9].copy_from_slice(&time_bytes(until));
-    key[9..].copy_from_slice(&request_id.to_be_bytes());
-    key
+/// Until when an entry is remembered; `None` for a value too short to be an entry.
+fn remember_until(value: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(value.get(..8)?.try_into().ok()?))
 }
 
-/// The encoded answer given to `request_id`, if the partition still remembers it.
-pub fn remembered(kv: &dyn KvRead, request_id: RequestId) -> Option<Vec<u8>> {
-    kv.get(&answer_key(request_id))
+/// The encoded answer given to `request_id`, if the partition still remembers it at time `now`.
+pub fn remembered(db: &Database, request_id: RequestId, now: i64) -> Option<Vec<u8>> {
+    let value = db
+        .get_pinned_cf(cf(db, CF_ANSWERS), key(request_id))
+        .expect("reading remembered answers from RocksDB failed")?;
+    (remember_until(&value)? > now).then(|| value[8..].to_vec())
 }
 
-/// Applies committed batches to the memory, on every replica.
-///
-/// It knows when the earliest remembered answer is due, so that a batch with nothing due reads
-/// nothing: that knowledge only decides whether to look, never what is forgotten, so it may be lost
-/// (a restart, a snapshot installed) without replicas diverging.
-#[derive(Debug, Default)]
-pub struct Memory {
-    /// When the earliest remembered answer is due; `None` when not known.
-    next_due: Option<i64>,
-}
-
-impl Memory {
-    /// Forgets what is due by the batch's clock, then remembers the batch's answers. Reads nothing
-    /// but the batch and the state.
-    pub fn apply(&mut self, kv: &mut dyn KvWrite, batch: &RecordBatch) {
-        if self.next_due.is_none_or(|due| due <= batch.timestamp) {
-            self.next_due = Some(forget_due(kv, batch.timestamp));
-        }
-        for answer in &batch.answers {
-            kv.put(&answer_key(answer.request_id), &answer.result);
-            kv.put(&expiry_key(batch.remember_until, answer.request_id), &[]);
-        }
-        if !batch.answers.is_empty() {
-            self.next_due = self.next_due.map(|due| due.min(batch.remember_until));
-        }
-    }
-
-    /// Forgets what it knew about the state, which was replaced.
-    pub fn reset(&mut self) {
-        self.next_due = None;
+/// Adds a committed batch's answers to the write that applies it.
+pub fn remember(db: &Database, write: &mut WriteBatch, batch: &RecordBatch) {
+    let answers = cf(db, CF_ANSWERS);
+    for answer in &batch.answers {
+        write.put_cf(answers, key(answer.request_id), entry(batch.remember_until, &answer.result));
     }
 }
 
-/// Forgets the answers due at `now`, at most [`FORGET_PER_BATCH`], and returns when the earliest
-/// answer left is due (`i64::MAX` when none is left).
-fn forget_due(kv: &mut dyn KvWrite, now: i64) -> i64 {
-    let now_bytes = time_bytes(now);
-    let mut due: Vec<[u8; 17]> = Vec::new();
-    let mut next_due = i64::MAX;
-    kv.scan_prefix(&[EXPIRY], &mut |key, _| {
-        let Ok(key) = <[u8; 17]>::try_from(key) else { return true };
-        if key[1..9] > now_bytes[..] || due.len() == FORGET_PER_BATCH {
-            next_due = time_of(&key);
-            return false;
-        }
-        due.push(key);
-        true
-    });
-    for key in due {
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&key[9..]);
-        kv.delete(&answer_key(RequestId::from_be_bytes(id)));
-        kv.delete(&key);
+/// The compaction filter of the `answers` column family: drops answers whose time is up by the
+/// replica's clock. Lookups compare with the leader's clock, so a replica whose clock runs ahead
+/// drops entries that lookups would ignore anyway, and one whose clock lags keeps them longer.
+pub fn drop_expired(_level: u32, _key: &[u8], value: &[u8]) -> CompactionDecision {
+    match remember_until(value) {
+        Some(until) if until > now_millis() => CompactionDecision::Keep,
+        _ => CompactionDecision::Remove,
     }
-    next_due
 }
 
-fn time_of(expiry_key: &[u8; 17]) -> i64 {
-    let mut time = [0u8; 8];
-    time.copy_from_slice(&expiry_key[1..9]);
-    (u64::from_be_bytes(time) ^ (1 << 63)) as i64
+/// The answers still remembered at `now`, as a snapshot carries them.
+pub fn live_entries(
+    view: &rocksdb::SnapshotWithThreadMode<'_, rocksdb::DB>,
+    db: &Database,
+    now: i64,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+    let mut entries = Vec::new();
+    for item in view.iterator_cf(cf(db, CF_ANSWERS), rocksdb::IteratorMode::Start) {
+        let (key, value) = item?;
+        if remember_until(&value).is_some_and(|until| until > now) {
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+    }
+    Ok(entries)
+}
+
+/// Where brokers before the `answers` column family kept the memory, in the state column family:
+/// `0xF1 ‖ request id` → encoded result, and the index `0xF2 ‖ remember-until ‖ request id` → nothing.
+mod legacy {
+    pub const ANSWER: u8 = 0xF1;
+    pub const EXPIRY: u8 = 0xF2;
+}
+
+/// Moves answers kept in the old layout (see [`legacy`]) from state `entries` into `answers`
+/// entries; what the old index does not cover is dropped. Used for snapshots of older brokers.
+pub fn migrate_entries(entries: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut until: std::collections::HashMap<[u8; 8], i64> = std::collections::HashMap::new();
+    for (key, _) in entries.iter().filter(|(key, _)| key.first() == Some(&legacy::EXPIRY) && key.len() == 17) {
+        let time = u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")) ^ (1 << 63);
+        until.insert(key[9..17].try_into().expect("8 bytes"), time as i64);
+    }
+    let mut answers = Vec::new();
+    for (key, value) in entries.iter().filter(|(key, _)| key.first() == Some(&legacy::ANSWER) && key.len() == 9) {
+        let id: [u8; 8] = key[1..9].try_into().expect("8 bytes");
+        if let Some(&time) = until.get(&id) {
+            answers.push((id.to_vec(), entry(time, value)));
+        }
+    }
+    entries.retain(|(key, _)| !matches!(key.first(), Some(&legacy::ANSWER | &legacy::EXPIRY)));
+    answers
+}
+
+/// Moves answers that an older broker kept in the state column family into the `answers` column
+/// family, in one write. Run when a partition opens; does nothing once they have moved.
+pub fn migrate(db: &Database) -> Result<(), rocksdb::Error> {
+    let state = cf(db, CF_STATE);
+    let mut old = Vec::new();
+    for prefix in [legacy::ANSWER, legacy::EXPIRY] {
+        for item in db.prefix_iterator_cf(state, [prefix]) {
+            let (key, value) = item?;
+            if key.first() != Some(&prefix) {
+                break;
+            }
+            old.push((key.to_vec(), value.to_vec()));
+        }
+    }
+    if old.is_empty() {
+        return Ok(());
+    }
+    let mut write = WriteBatch::default();
+    for (key, _) in &old {
+        write.delete_cf(state, key);
+    }
+    for (key, value) in migrate_entries(&mut old) {
+        write.put_cf(cf(db, CF_ANSWERS), key, value);
+    }
+    db.write(write)
 }
 
 #[cfg(test)]
 mod tests {
-    use waggle_engine::state::MemKv;
+    use rocksdb::{BottommostLevelCompaction, CompactOptions, IteratorMode};
     use waggle_protocol::record::Answer;
 
     use super::*;
+    use crate::storage::open;
 
-    fn batch(timestamp: i64, answers: &[(RequestId, u8)]) -> RecordBatch {
+    fn batch(remember_until: i64, answers: &[(RequestId, u8)]) -> RecordBatch {
         let answers = answers.iter().map(|&(request_id, byte)| Answer { request_id, result: vec![byte] }).collect();
-        RecordBatch::with_answers(vec![], timestamp, timestamp + 1000, answers)
+        RecordBatch::with_answers(vec![], remember_until - 1_000, remember_until, answers)
+    }
+
+    fn apply(db: &Database, batch: &RecordBatch) {
+        let mut write = WriteBatch::default();
+        remember(db, &mut write, batch);
+        db.write(write).unwrap();
+    }
+
+    fn stored_keys(db: &Database, family: &str) -> Vec<Vec<u8>> {
+        db.iterator_cf(cf(db, family), IteratorMode::Start).map(|item| item.unwrap().0.to_vec()).collect()
     }
 
     #[test]
-    fn an_answer_is_remembered_until_a_batch_stamped_after_its_window() {
-        let (mut kv, mut memory) = (MemKv::new(), Memory::default());
-        memory.apply(&mut kv, &batch(5_000, &[(7, 1), (8, 2)]));
-        assert_eq!(remembered(&kv, 7), Some(vec![1]));
-        assert_eq!(remembered(&kv, 9), None);
-        memory.apply(&mut kv, &batch(5_999, &[]));
-        assert_eq!(remembered(&kv, 8), Some(vec![2]), "still inside the window");
-        memory.apply(&mut kv, &batch(6_000, &[(9, 3)]));
-        assert_eq!((remembered(&kv, 7), remembered(&kv, 8)), (None, None));
-        assert_eq!(remembered(&kv, 9), Some(vec![3]));
-        assert_eq!(kv.iter().count(), 2, "only request 9 and its index entry are left");
+    fn an_answer_is_remembered_until_its_time_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        apply(&db, &batch(6_000, &[(7, 1), (8, 2)]));
+        assert_eq!(remembered(&db, 7, 5_999), Some(vec![1]));
+        assert_eq!(remembered(&db, 8, 5_999), Some(vec![2]));
+        assert_eq!(remembered(&db, 9, 5_999), None);
+        assert_eq!(remembered(&db, 7, 6_000), None, "forgotten once its time is up");
     }
 
     #[test]
-    fn forgetting_goes_by_the_batch_clock_and_stops_after_a_bounded_number() {
-        let (mut kv, mut memory) = (MemKv::new(), Memory::default());
-        let many: Vec<(RequestId, u8)> = (1..=FORGET_PER_BATCH as u64 + 10).map(|id| (id, 0)).collect();
-        memory.apply(&mut kv, &batch(-500, &many));
-        memory.apply(&mut kv, &batch(10_000, &[]));
-        assert_eq!(kv.iter().count(), 20, "ten answers and their index entries wait for the next batch");
-        memory.apply(&mut kv, &batch(10_001, &[]));
-        assert_eq!(kv.iter().count(), 0);
+    fn compaction_drops_expired_answers_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let now = now_millis();
+        apply(&db, &batch(now - 1, &[(1, 1), (2, 2)]));
+        apply(&db, &batch(now + 600_000, &[(3, 3)]));
+        assert_eq!(stored_keys(&db, CF_ANSWERS).len(), 3);
+        db.flush_cf(cf(&db, CF_ANSWERS)).unwrap();
+        let mut force = CompactOptions::default();
+        force.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        db.compact_range_cf_opt(cf(&db, CF_ANSWERS), None::<&[u8]>, None::<&[u8]>, &force);
+        assert_eq!(stored_keys(&db, CF_ANSWERS), vec![key(3).to_vec()]);
+        assert_eq!(remembered(&db, 3, now), Some(vec![3]));
     }
 
     #[test]
-    fn a_replica_that_lost_track_of_the_next_due_time_forgets_the_same_answers() {
-        let (mut kv, mut memory) = (MemKv::new(), Memory::default());
-        memory.apply(&mut kv, &batch(1_000, &[(1, 1)]));
-        memory.apply(&mut kv, &batch(3_000, &[(2, 2)]));
-        let (mut restarted, mut fresh) = (kv.clone(), Memory::default());
-        for (kv, memory) in [(&mut kv, &mut memory), (&mut restarted, &mut fresh)] {
-            memory.apply(kv, &batch(2_500, &[]));
-            assert_eq!((remembered(kv, 1), remembered(kv, 2)), (None, Some(vec![2])));
-            memory.apply(kv, &batch(3_500, &[]));
-            assert_eq!(remembered(kv, 2), Some(vec![2]), "due at 4000");
-            memory.apply(kv, &batch(4_000, &[]));
-            assert_eq!(kv.iter().count(), 0);
-        }
+    fn answers_an_older_broker_kept_in_the_state_move_to_their_own_column_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let state = cf(&db, CF_STATE);
+        let until: i64 = 9_000;
+        let mut old = WriteBatch::default();
+        old.put_cf(state, [legacy::ANSWER, 0, 0, 0, 0, 0, 0, 0, 42], [7u8]);
+        let mut index = vec![legacy::EXPIRY];
+        index.extend_from_slice(&((until as u64) ^ (1 << 63)).to_be_bytes());
+        index.extend_from_slice(&42u64.to_be_bytes());
+        old.put_cf(state, &index, b"");
+        old.put_cf(state, [0x05, 1], [1u8]);
+        db.write(old).unwrap();
+
+        migrate(&db).unwrap();
+        assert_eq!(remembered(&db, 42, until - 1), Some(vec![7]));
+        assert_eq!(remembered(&db, 42, until), None);
+        assert_eq!(stored_keys(&db, CF_STATE), vec![vec![0x05, 1]], "the engine's state is left alone");
+        migrate(&db).unwrap();
+        assert_eq!(stored_keys(&db, CF_ANSWERS), vec![key(42).to_vec()]);
     }
 
     #[test]

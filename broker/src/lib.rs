@@ -27,6 +27,11 @@ use tokio_util::sync::CancellationToken;
 use waggle_protocol::broker_rpc::broker_server::BrokerServer;
 
 pub use config::{BrokerConfig, ConfigError};
+
+/// The wall clock in epoch milliseconds, as the engine and the log count time.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 pub use dedup::DEFAULT_WINDOW as DEFAULT_DEDUP_WINDOW;
 pub use waggle_engine::processor::ProcessingLimits;
 

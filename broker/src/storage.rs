@@ -1,9 +1,10 @@
 //! RocksDB, one database per partition replica.
 //!
-//! Each partition keeps three column families in its own directory (`<data-dir>/partition-<id>`):
-//! `log` (raft entries by index), `raft` (vote, committed and purged log ids) and `state` (the engine's
-//! tables plus the state machine's applied log id). State changes are written in one atomic write batch
-//! together with the applied log id, so a crash never leaves state and its position out of step.
+//! Each partition keeps four column families in its own directory (`<data-dir>/partition-<id>`):
+//! `log` (raft entries by index), `raft` (vote, committed and purged log ids), `state` (the engine's
+//! tables plus the state machine's applied log id) and `answers` (the memory of answered requests,
+//! [`dedup`]). State changes and answers are written in one atomic write batch together with the
+//! applied log id, so a crash never leaves state and its position out of step.
 //!
 //! Scans are where an LSM tree hurts a workflow engine: almost every entry the engine writes is deleted
 //! again within milliseconds, and each delete leaves a tombstone that iterators step over until
@@ -11,8 +12,7 @@
 //! - every scan is bounded above by the end of its prefix, so it never walks into the tombstones of the
 //!   tables that follow;
 //! - scans of the engine's queue tables ([`QUEUE_TABLES`]: activatable jobs, deadlines, back-offs,
-//!   message expiry, the outbox) and of the expiry index of remembered answers ([`dedup::EXPIRY`])
-//!   start where the previous scan of the same prefix found its first live
+//!   message expiry, the outbox) start where the previous scan of the same prefix found its first live
 //!   entry ([`ScanHints`]), instead of at the front where the tombstones of everything already
 //!   consumed pile up. A write below that point moves the hint back, so no live entry is ever skipped.
 
@@ -29,6 +29,7 @@ use crate::dedup;
 pub const CF_LOG: &str = "log";
 pub const CF_RAFT: &str = "raft";
 pub const CF_STATE: &str = "state";
+pub const CF_ANSWERS: &str = "answers";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -58,8 +59,8 @@ impl Database {
         self.hints.lock().expect("scan hints are never left half-updated")
     }
 
-    /// Writes a batch to the state column family that replaces it wholesale (a snapshot install),
-    /// forgetting every scan hint.
+    /// Writes a batch that replaces the state and answers column families wholesale (a snapshot
+    /// install), forgetting every scan hint.
     pub fn replace_state(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
         let mut hints = self.hints();
         self.write(batch)?;
@@ -108,8 +109,17 @@ fn tune_state(options: &mut Options) {
     options.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5);
 }
 
+/// The memory of answers: a point read per client command, almost always of an id that is not
+/// there, and entries that expire by the time they carry rather than by deletes.
+fn tune_answers(options: &mut Options) {
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    options.set_block_based_table_factory(&table);
+    options.set_compaction_filter("waggle-expired-answers", dedup::drop_expired);
+}
+
 fn is_queue_scan(prefix: &[u8]) -> bool {
-    prefix.first().is_some_and(|table| QUEUE_TABLES.contains(table) || *table == dedup::EXPIRY)
+    prefix.first().is_some_and(|table| QUEUE_TABLES.contains(table))
 }
 
 /// The first key after every key that starts with `prefix`, or `None` if there is no such key
@@ -147,10 +157,12 @@ pub fn open(path: &Path) -> Result<Arc<Database>, StorageError> {
     options.create_missing_column_families(true);
     options.set_max_background_jobs(2);
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let families = [CF_LOG, CF_RAFT, CF_STATE].map(|name| {
+    let families = [CF_LOG, CF_RAFT, CF_STATE, CF_ANSWERS].map(|name| {
         let mut family = options.clone();
-        if name == CF_STATE {
-            tune_state(&mut family);
+        match name {
+            CF_STATE => tune_state(&mut family),
+            CF_ANSWERS => tune_answers(&mut family),
+            _ => {}
         }
         ColumnFamilyDescriptor::new(name, family)
     });
@@ -223,10 +235,14 @@ impl KvRead for StateReader<'_> {
     }
 }
 
-/// Writes buffered state changes to the `state` column family in one atomic batch.
-pub fn commit_state(db: &Database, writes: impl IntoIterator<Item = (Vec<u8>, Write)>) -> Result<(), rocksdb::Error> {
+/// Writes buffered state changes to the `state` column family in one atomic batch, with whatever
+/// `batch` holds already.
+pub fn commit_state(
+    db: &Database,
+    mut batch: WriteBatch,
+    writes: impl IntoIterator<Item = (Vec<u8>, Write)>,
+) -> Result<(), rocksdb::Error> {
     let state = cf(db, CF_STATE);
-    let mut batch = WriteBatch::default();
     let mut hints = db.hints();
     for (key, write) in writes {
         match write {
@@ -269,11 +285,11 @@ mod tests {
 
     impl KvWrite for RocksState {
         fn put(&mut self, key: &[u8], value: &[u8]) {
-            commit_state(&self.db, [(key.to_vec(), Write::Put(value.to_vec()))]).unwrap();
+            commit_state(&self.db, WriteBatch::default(), [(key.to_vec(), Write::Put(value.to_vec()))]).unwrap();
         }
 
         fn delete(&mut self, key: &[u8]) {
-            commit_state(&self.db, [(key.to_vec(), Write::Delete)]).unwrap();
+            commit_state(&self.db, WriteBatch::default(), [(key.to_vec(), Write::Delete)]).unwrap();
         }
     }
 
@@ -287,11 +303,11 @@ mod tests {
     }
 
     fn put(db: &Database, key: &[u8]) {
-        commit_state(db, [(key.to_vec(), Write::Put(b"v".to_vec()))]).unwrap();
+        commit_state(db, WriteBatch::default(), [(key.to_vec(), Write::Put(b"v".to_vec()))]).unwrap();
     }
 
     fn delete(db: &Database, key: &[u8]) {
-        commit_state(db, [(key.to_vec(), Write::Delete)]).unwrap();
+        commit_state(db, WriteBatch::default(), [(key.to_vec(), Write::Delete)]).unwrap();
     }
 
     fn key(table: u8, n: u32) -> Vec<u8> {

@@ -387,7 +387,7 @@ impl Driver {
                         repeated.push(Retry { reply: submission.reply, request, awaits, name });
                         continue;
                     }
-                    if let Some(answer) = dedup::remembered(&overlay, request) {
+                    if let Some(answer) = dedup::remembered(&db, request, now) {
                         retries.push((Retry { reply: submission.reply, request, awaits, name }, answer));
                         continue;
                     }

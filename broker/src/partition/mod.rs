@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -41,6 +41,7 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::relay::Relay;
 use crate::storage;
+use crate::{dedup, now_millis};
 
 /// How long a leader may go without hearing from a quorum before it reports itself unhealthy.
 const QUORUM_LOST_AFTER_MS: u64 = 3_000;
@@ -63,10 +64,6 @@ const RESTART_MIN_FREE_BYTES: u64 = 8 * 1024 * 1024;
 fn leads_without_quorum(metrics: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
     metrics.state == openraft::ServerState::Leader
         && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > STEP_DOWN_AFTER_MS)
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +129,7 @@ impl Replica {
         let id = setup.partition_id;
         let dir = setup.data_dir.join(format!("partition-{id}"));
         let db = storage::open(&dir)?;
+        dedup::migrate(&db).map_err(storage::StorageError::from)?;
         let raft_error = |e: &dyn std::fmt::Display| PartitionError::Raft { partition_id: id, message: e.to_string() };
         let config = openraft::Config {
             cluster_name: format!("waggle-partition-{id}"),

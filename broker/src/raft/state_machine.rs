@@ -5,11 +5,12 @@
 //! again ([`super::handoff`]); every other entry goes through the engine's appliers. A whole run of
 //! entries is applied into one overlay and written as one RocksDB write batch together with the
 //! applied log id and membership, so state and its position are always consistent on disk. A batch's
-//! remembered answers ([`crate::dedup`]) are applied with its records, so that memory is as
+//! remembered answers ([`crate::dedup`]) are written in that same batch, so that memory is as
 //! replicated as the engine's state.
 //!
-//! Snapshots are a consistent copy of the `state` column family taken from a RocksDB snapshot, stored
-//! as a file beside the database. Installing one replaces the state column family wholesale.
+//! Snapshots are a consistent copy of the `state` column family and of the answers still remembered,
+//! taken from a RocksDB snapshot and stored as a file beside the database. Installing one replaces
+//! both column families wholesale.
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -25,13 +26,15 @@ use waggle_engine::state::{KvRead, KvWrite, Overlay};
 use super::handoff::Handoff;
 use super::{decode, encode, io_error, Applied, Entry, TypeConfig};
 use crate::dedup;
-use crate::storage::{cf, commit_state, Database, StateReader, CF_STATE};
+use crate::now_millis;
+use crate::storage::{cf, commit_state, Database, StateReader, CF_ANSWERS, CF_STATE};
 
 /// State keys of the state machine itself; the engine's tables never use this prefix.
 const APPLIED: &[u8] = b"\xF0applied";
 const MEMBERSHIP: &[u8] = b"\xF0membership";
 
-const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+/// Version 2 carries the remembered answers apart from the state; version 1 kept them in it.
+const SNAPSHOT_FORMAT_VERSION: u16 = 2;
 
 type Membership = StoredMembership<u64, openraft::BasicNode>;
 
@@ -39,14 +42,41 @@ type Membership = StoredMembership<u64, openraft::BasicNode>;
 struct SnapshotFile {
     version: u16,
     meta: SnapshotMeta<u64, openraft::BasicNode>,
+    /// The `state` column family.
     entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The `answers` column family, without what had expired.
+    answers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The snapshot format of brokers before the `answers` column family.
+#[derive(Deserialize)]
+struct SnapshotFileV1 {
+    meta: SnapshotMeta<u64, openraft::BasicNode>,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Decodes a snapshot file of any format this broker knows.
+fn read_snapshot(subject: ErrorSubject<u64>, bytes: &[u8]) -> Result<SnapshotFile, StorageError<u64>> {
+    let (version, rest) =
+        postcard::take_from_bytes::<u16>(bytes).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
+    match version {
+        1 => {
+            let SnapshotFileV1 { meta, mut entries } = decode(subject, rest)?;
+            let answers = dedup::migrate_entries(&mut entries);
+            Ok(SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta, entries, answers })
+        }
+        SNAPSHOT_FORMAT_VERSION => decode(subject, bytes),
+        newer => Err(io_error(
+            subject,
+            ErrorVerb::Read,
+            std::io::Error::other(format!("snapshot format {newer} is newer than this broker")),
+        )),
+    }
 }
 
 pub struct StateMachine {
     db: Arc<Database>,
     engine: Engine,
-    /// The partition's memory of answered requests.
-    memory: dedup::Memory,
     /// The changes the leader's driver made while processing the batches it writes, and the position
     /// of the last record applied, when known (not after a start or a snapshot install until a batch
     /// with records is applied).
@@ -64,7 +94,7 @@ impl StateMachine {
         snapshot_path: PathBuf,
         on_applied: Arc<dyn Fn(i64) + Send + Sync>,
     ) -> Self {
-        Self { db, engine, memory: dedup::Memory::default(), handoff, snapshot_path, on_applied }
+        Self { db, engine, handoff, snapshot_path, on_applied }
     }
 
     fn read<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -99,6 +129,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let reader = StateReader::new(&self.db);
         let mut overlay = Overlay::new(&reader);
         let mut results = Vec::new();
+        let mut answers = WriteBatch::default();
         let applied_before = self.handoff.applied_position();
         let mut position = applied_before;
         for entry in entries {
@@ -119,7 +150,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             }
                         }
                     }
-                    self.memory.apply(&mut overlay, &batch);
+                    dedup::remember(&self.db, &mut answers, &batch);
                     if let Some(last) = batch.records.last() {
                         applied.last_position = last.position;
                         position = Some(last.position);
@@ -133,7 +164,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(applied);
         }
         let writes = overlay.into_writes();
-        commit_state(&self.db, writes).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        commit_state(&self.db, answers, writes)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         if position != applied_before {
             self.handoff.set_applied_position(position);
             if let Some(position) = position {
@@ -157,28 +189,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let file: SnapshotFile = decode(subject.clone(), snapshot.get_ref())?;
-        if file.version > SNAPSHOT_FORMAT_VERSION {
-            return Err(io_error(
-                subject,
-                ErrorVerb::Read,
-                std::io::Error::other(format!("snapshot format {} is newer than this broker", file.version)),
-            ));
-        }
-        let state = cf(&self.db, CF_STATE);
+        let file = read_snapshot(subject.clone(), snapshot.get_ref())?;
+        let (state, answers) = (cf(&self.db, CF_STATE), cf(&self.db, CF_ANSWERS));
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(state, [0u8].as_slice(), [0xFFu8; 9].as_slice());
+        batch.delete_range_cf(answers, b"".as_slice(), [0xFFu8; 9].as_slice());
         for (key, value) in &file.entries {
             batch.put_cf(state, key, value);
         }
+        for (key, value) in &file.answers {
+            batch.put_cf(answers, key, value);
+        }
         self.db.replace_state(batch).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
         self.engine = Engine::new(self.engine.partition_id(), self.engine.partition_count());
-        self.memory.reset();
         self.handoff.set_applied_position(None);
-        store_snapshot(
-            &self.snapshot_path,
-            &SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta: meta.clone(), entries: file.entries },
-        )?;
+        store_snapshot(&self.snapshot_path, &SnapshotFile { meta: meta.clone(), ..file })?;
         Ok(())
     }
 
@@ -188,7 +213,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
         };
-        let file: SnapshotFile = decode(ErrorSubject::Snapshot(None), &bytes)?;
+        let file = read_snapshot(ErrorSubject::Snapshot(None), &bytes)?;
         Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
     }
 }
@@ -207,6 +232,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let (key, value) = item.map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
             entries.push((key.to_vec(), value.to_vec()));
         }
+        let answers = dedup::live_entries(&view, &self.db, now_millis())
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         let lookup = |key: &[u8]| entries.iter().find(|(k, _)| k.as_slice() == key).map(|(_, v)| v.clone());
         let last_log_id: Option<LogId<u64>> =
             lookup(APPLIED).map(|b| decode(ErrorSubject::Snapshot(None), &b)).transpose()?.flatten();
@@ -217,8 +244,47 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             None => format!("empty-{}", entries.len()),
         };
         let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-        let file = SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta: meta.clone(), entries };
+        let file = SnapshotFile { version: SNAPSHOT_FORMAT_VERSION, meta: meta.clone(), entries, answers };
         let bytes = store_snapshot(&self.snapshot_path, &file)?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct WrittenByVersion1 {
+        version: u16,
+        meta: SnapshotMeta<u64, openraft::BasicNode>,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    }
+
+    #[test]
+    fn a_snapshot_of_an_older_broker_is_read_with_its_answers_moved_out_of_the_state() {
+        let until: i64 = 9_000;
+        let mut index = vec![0xF2];
+        index.extend_from_slice(&((until as u64) ^ (1 << 63)).to_be_bytes());
+        index.extend_from_slice(&42u64.to_be_bytes());
+        let mut answer_key = vec![0xF1];
+        answer_key.extend_from_slice(&42u64.to_be_bytes());
+        let entries = vec![(vec![0x05, 1], vec![1]), (answer_key, vec![7]), (index, vec![])];
+        let meta = SnapshotMeta { snapshot_id: "old".into(), ..Default::default() };
+        let bytes = encode(&WrittenByVersion1 { version: 1, meta, entries });
+
+        let file = read_snapshot(ErrorSubject::Snapshot(None), &bytes).unwrap();
+        assert_eq!(file.meta.snapshot_id, "old");
+        assert_eq!(file.entries, vec![(vec![0x05, 1], vec![1])]);
+        let mut remembered = until.to_be_bytes().to_vec();
+        remembered.push(7);
+        assert_eq!(file.answers, vec![(42u64.to_be_bytes().to_vec(), remembered)]);
+    }
+
+    #[test]
+    fn a_snapshot_of_a_newer_format_is_refused_saying_so() {
+        let bytes = encode(&(SNAPSHOT_FORMAT_VERSION + 1));
+        let error = read_snapshot(ErrorSubject::Snapshot(None), &bytes).err().expect("refused");
+        assert!(error.to_string().contains("newer than this broker"), "{error}");
     }
 }
