@@ -243,6 +243,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The engine's hot path allocates many small, short-lived buffers (keys, records, encoded values);
+/// glibc's allocator spent a quarter of a node's CPU on them under load (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stack of each tokio worker thread.
 const WORKER_STACK_BYTES: usize = 8 * 1024 * 1024;
 
