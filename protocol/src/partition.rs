@@ -37,6 +37,9 @@ pub enum PartitionCommand {
     /// From the deployment partition to every other: these process versions exist now, with these
     /// keys, so that instances can start on every partition.
     DistributeDeployment { deployment_key: i64, record: DeploymentRecord },
+    /// To the instance partition: a command about one of its element instances failed where it was
+    /// sent and was rejected there; the element instance gets an incident with this message.
+    ReportFailure { element_instance_key: i64, message: String },
 }
 
 impl PartitionCommand {
@@ -49,13 +52,15 @@ impl PartitionCommand {
             PartitionCommand::RejectCorrelation { .. } => "RejectCorrelation",
             PartitionCommand::CloseMessageSubscription { .. } => "CloseMessageSubscription",
             PartitionCommand::DistributeDeployment { .. } => "DistributeDeployment",
+            PartitionCommand::ReportFailure { .. } => "ReportFailure",
         }
     }
 
     /// The element instance the command is about, on whichever partition it lives.
     pub fn element_instance_key(&self) -> Option<i64> {
         match self {
-            PartitionCommand::ConfirmProcessSubscription { element_instance_key, .. } => Some(*element_instance_key),
+            PartitionCommand::ConfirmProcessSubscription { element_instance_key, .. }
+            | PartitionCommand::ReportFailure { element_instance_key, .. } => Some(*element_instance_key),
             PartitionCommand::CorrelateProcessSubscription { record } => Some(record.element_instance_key),
             PartitionCommand::OpenMessageSubscription { record, .. }
             | PartitionCommand::AcknowledgeCorrelation { record }

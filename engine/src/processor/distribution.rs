@@ -91,8 +91,8 @@ impl Ctx<'_> {
             Intent::CommandDistribution(CommandDistributionIntent::Received),
             record(source, sequence, -1, None),
         );
-        let holder = command
-            .element_instance_key()
+        let about = command.element_instance_key();
+        let holder = about
             .filter(|key| key::partition_of(*key) == Some(self.partition_id))
             .and_then(|key| elements::get(&*self.kv, key));
         match holder {
@@ -121,6 +121,19 @@ impl Ctx<'_> {
                     record(source, sequence, -1, Some(command)),
                     Some(Rejection { kind: RejectionType::ProcessingError, reason }),
                 );
+                // The element instance it is about lives on another partition: it gets the incident.
+                let elsewhere = about.and_then(|key| key::partition_of(key).map(|partition| (key, partition)));
+                if let Some((element_instance_key, partition)) =
+                    elsewhere.filter(|(_, partition)| *partition != self.partition_id)
+                {
+                    let message = format!(
+                        "{failure} on partition {}; it was rejected there and changed nothing, so this element \
+                         instance will not get what it waits for: cancel its process instance to end it. This is a \
+                         bug in Waggle: report it with this message",
+                        self.partition_id
+                    );
+                    self.distribute(partition, PartitionCommand::ReportFailure { element_instance_key, message });
+                }
             }
         }
         self.out.sends.push((source, PartitionMessage::Acknowledge { source_partition: self.partition_id, sequence }));

@@ -13,8 +13,10 @@
 //! for good, it would block every command behind it. So the partition counts it as received and
 //! acknowledges it ([`Engine::hold_failed_partition_command`]), and an incident on the element
 //! instance it is about keeps it: resolving the incident processes it again, which is what a message
-//! correlation needs to go on. One about no element instance of this partition (the message side of a
-//! subscription, a deployment) is rejected with the failure; the log keeps it for a person to see.
+//! correlation needs to go on. One about no element instance of this partition is rejected with the
+//! failure. When it is about an element instance of another partition (the message side of a
+//! subscription), that partition learns of the failure by a `ReportFailure` command and raises an
+//! incident on the instance, so that it does not wait silently for what will never come.
 //!
 //! A tick has no single instance to mark, and it would fail again on the next tick, stalling every
 //! time-driven piece of work with it. So after a failed tick the driver takes each piece of its work
@@ -129,12 +131,8 @@ impl Engine {
             Involved::ElementInstance(key) | Involved::Incident(key) | Involved::FollowUp(key) => key,
         };
         let Some(instance) = elements::get(&*ctx.kv, element_instance_key) else { return ctx.out };
-        let already = incidents::of_element(&*ctx.kv, instance.key)
-            .into_iter()
-            .filter_map(|key| incidents::get(&*ctx.kv, key))
-            .any(|open| open.error_message == message);
-        if instance.lifecycle == Lifecycle::Activated && !already {
-            ctx.raise_incident(&instance, Failure { error_type: ErrorType::Unknown, message }, -1);
+        if instance.lifecycle == Lifecycle::Activated {
+            ctx.raise_incident_once(&instance, message);
         }
         ctx.out
     }
@@ -164,6 +162,25 @@ impl Ctx<'_> {
         let key = self.new_key();
         self.event(key, Intent::Incident(IncidentIntent::Created), RecordValue::Incident(incident));
         key
+    }
+
+    /// Raises an incident with `message` on an element instance that a command failed for on
+    /// another partition.
+    pub(super) fn report_failure(&mut self, element_instance_key: i64, message: String) {
+        if let Some(instance) = elements::get(&*self.kv, element_instance_key) {
+            self.raise_incident_once(&instance, message);
+        }
+    }
+
+    /// Raises an incident for a failed command, unless one with the same message is open there.
+    fn raise_incident_once(&mut self, instance: &ElementInstance, message: String) {
+        let already = incidents::of_element(&*self.kv, instance.key)
+            .into_iter()
+            .filter_map(|key| incidents::get(&*self.kv, key))
+            .any(|open| open.error_message == message);
+        if !already {
+            self.raise_incident(instance, Failure { error_type: ErrorType::Unknown, message }, -1);
+        }
     }
 
     /// Resolves the incidents of a terminated element instance: nobody can fix them any more.

@@ -399,6 +399,9 @@ impl<'a> Ctx<'a> {
             PartitionCommand::DistributeDeployment { deployment_key, record } => {
                 self.receive_deployment(deployment_key, record)
             }
+            PartitionCommand::ReportFailure { element_instance_key, message } => {
+                self.report_failure(element_instance_key, message)
+            }
         }
     }
 

@@ -1205,6 +1205,37 @@ mod cluster {
     }
 
     #[test]
+    fn a_subscription_that_failed_on_the_message_partition_raises_an_incident_on_the_waiting_instance() {
+        let mut cluster = Cluster::new(2, Faults { seed: 5, drop_percent: 0, duplicate_percent: 0 });
+        deploy(&mut cluster, "wait.bpmn", &message_model());
+        cluster.run_until_quiet();
+        let order = orders_on(2, 2, 1).remove(0);
+        let waiting = create(&mut cluster, 1, "wait", json!({ "orderId": order }));
+        let open = cluster.intercept(2, "OpenMessageSubscription");
+        cluster.fail(2, open, "boom");
+        cluster.run_until_quiet();
+
+        let open = cluster.open_incidents(1);
+        assert_eq!(open.len(), 1, "{open:?}");
+        let (_, incident) = &open[0];
+        assert_eq!((incident.process_instance_key, incident.element_id.as_str()), (waiting, "catch"));
+        assert!(
+            incident.error_message.starts_with(
+                "Processing the OpenMessageSubscription command from partition 1 failed (boom) on partition 2; \
+                 it was rejected there"
+            ),
+            "{}",
+            incident.error_message
+        );
+        assert!(incident.error_message.contains("cancel its process instance"), "{}", incident.error_message);
+        assert!(cluster.open_incidents(2).is_empty());
+        let cancel = cluster.command(1, ClientCommand::CancelProcessInstance { process_instance_key: waiting });
+        assert!(matches!(cancel, CommandResult::Done { .. }), "{cancel:?}");
+        cluster.run_until_quiet();
+        assert!(cluster.open_incidents(1).is_empty(), "cancelling resolves the incident");
+    }
+
+    #[test]
     fn a_failed_command_about_nothing_on_its_partition_is_rejected_and_acknowledged() {
         let mut cluster = Cluster::new(2, Faults { seed: 5, drop_percent: 0, duplicate_percent: 0 });
         deploy(&mut cluster, "one.bpmn", &one_task("one", "work"));
