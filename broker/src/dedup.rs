@@ -85,7 +85,7 @@ pub fn remembered(db: &Database, request_id: RequestId, now: i64) -> Option<Vec<
     let value = db
         .get_pinned_cf(cf(db, CF_ANSWERS), key(request_id))
         .expect("reading remembered answers from RocksDB failed")?;
-    (remember_until(&value)? > now).then(|| value[8..].to_vec())
+    is_live(&value, now).then(|| value[8..].to_vec())
 }
 
 /// Adds a committed batch's answers to the write that applies it.
@@ -106,20 +106,9 @@ pub fn drop_expired(_level: u32, _key: &[u8], value: &[u8]) -> CompactionDecisio
     }
 }
 
-/// The answers still remembered at `now`, as a snapshot carries them.
-pub fn live_entries(
-    view: &rocksdb::SnapshotWithThreadMode<'_, rocksdb::DB>,
-    db: &Database,
-    now: i64,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
-    let mut entries = Vec::new();
-    for item in view.iterator_cf(cf(db, CF_ANSWERS), rocksdb::IteratorMode::Start) {
-        let (key, value) = item?;
-        if remember_until(&value).is_some_and(|until| until > now) {
-            entries.push((key.to_vec(), value.to_vec()));
-        }
-    }
-    Ok(entries)
+/// Whether a stored answer is still remembered at `now` (a snapshot carries only those).
+pub fn is_live(value: &[u8], now: i64) -> bool {
+    remember_until(value).is_some_and(|until| until > now)
 }
 
 /// Where brokers before the `answers` column family kept the memory, in the state column family:

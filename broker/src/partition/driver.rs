@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use waggle_engine::processor::{Engine, Input, Involved, Output, PartitionMessage, ProcessingLimits};
+use waggle_engine::processor::{Engine, Input, Involved, Output, PartitionMessage, ProcessingLimits, REPORT_AS_BUG};
 use waggle_engine::state::{tables, Overlay};
 use waggle_protocol::command::{self, BrokerError, BrokerReply, ClientCommand, CommandResult, RequestId};
 use waggle_protocol::record::{Answer, RecordBatch, RejectionType};
@@ -562,8 +562,8 @@ impl Driver {
             .and_then(|involved| {
                 let engine = &mut self.engine;
                 let message = format!(
-                    "Processing the {name} command failed ({cause}); it was rejected and changed nothing. This is \
-                     a bug in Waggle: report it with this message"
+                    "Processing the {name} command failed ({cause}); it was rejected and changed nothing. \
+                     {REPORT_AS_BUG}"
                 );
                 guarded(overlay, |overlay| engine.record_processing_failure(overlay, involved, message, now)).ok()
             })

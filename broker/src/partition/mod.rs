@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::raft::handoff::Handoff;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers};
+use crate::raft::snapshot::SnapshotStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::relay::Relay;
@@ -150,7 +151,7 @@ impl Replica {
             db.clone(),
             Engine::new(id, setup.partition_count),
             handoff.clone(),
-            dir.join("snapshot.bin"),
+            SnapshotStore::new(&dir),
             Arc::new(move |position| applied_metric.set(position)),
         );
         let network =

@@ -7,9 +7,8 @@
 pub mod handoff;
 pub mod log_store;
 pub mod network;
+pub mod snapshot;
 pub mod state_machine;
-
-use std::io::Cursor;
 
 use openraft::{ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 use serde::{Deserialize, Serialize};
@@ -29,7 +28,7 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot::SnapshotStream,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -14,7 +14,7 @@ use waggle_protocol::record::{
 };
 
 use super::element::Failure;
-use super::Ctx;
+use super::{Ctx, REPORT_AS_BUG};
 use crate::state::tables::{distribution, elements};
 
 /// How long an unacknowledged command waits before it is sent again.
@@ -99,7 +99,7 @@ impl Ctx<'_> {
             Some(instance) => {
                 let message = format!(
                     "{failure}; it changed nothing and this incident holds it: resolving the incident processes it \
-                     again. This is a bug in Waggle: report it with this message"
+                     again. {REPORT_AS_BUG}"
                 );
                 let failure = Failure { error_type: ErrorType::Unknown, message };
                 let incident_key = self.open_incident(&instance, failure, -1);
@@ -110,10 +110,7 @@ impl Ctx<'_> {
                 );
             }
             None => {
-                let reason = format!(
-                    "{failure}; it was rejected and changed nothing. This is a bug in Waggle: report it with this \
-                     message"
-                );
+                let reason = format!("{failure}; it was rejected and changed nothing. {REPORT_AS_BUG}");
                 self.write(
                     RecordType::CommandRejection,
                     -1,
@@ -128,8 +125,8 @@ impl Ctx<'_> {
                 {
                     let message = format!(
                         "{failure} on partition {}; it was rejected there and changed nothing, so this element \
-                         instance will not get what it waits for: cancel its process instance to end it. This is a \
-                         bug in Waggle: report it with this message",
+                         instance will not get what it waits for: cancel its process instance to end it. \
+                         {REPORT_AS_BUG}",
                         self.partition_id
                     );
                     self.distribute(partition, PartitionCommand::ReportFailure { element_instance_key, message });

@@ -85,6 +85,10 @@ impl Due {
 /// How many due jobs or messages of each kind one tick handles; the rest wait for the next tick.
 const TICK_LIMIT: usize = 256;
 
+/// Ends every message about a failure that only a defect in Waggle can cause (a command that panicked
+/// while being processed), so that users know to report it and what to include.
+pub const REPORT_AS_BUG: &str = "This is a bug in Waggle: report it with this message";
+
 /// What processing one input produced.
 #[derive(Debug, Default)]
 pub struct Output {
