@@ -23,8 +23,13 @@ pub struct BrokerConfig {
     pub management_addr: SocketAddr,
     /// Commands a partition queues before it answers RESOURCE_EXHAUSTED.
     pub queue_capacity: usize,
-    /// Raft log entries between two state snapshots; the log is compacted below each snapshot.
+    /// Raft log entries between two state snapshots at least; the log is compacted below each
+    /// snapshot.
     pub snapshot_interval: u64,
+    /// Time between two state snapshots at least, so that a busy partition, which fills an interval
+    /// of entries within seconds, does not pay for a snapshot (a flush of every memtable and a brief
+    /// hold on writes) that often. Zero: a snapshot after every `snapshot_interval` entries.
+    pub snapshot_period: std::time::Duration,
     /// How much one processing run may do: steps before it yields, deferrals in a row before an
     /// instance without a wait state gets an incident, and the FEEL evaluation limits.
     pub processing: ProcessingLimits,
@@ -40,6 +45,12 @@ pub struct BrokerConfig {
     /// a command that was applied gets that answer instead of applying the command again.
     pub dedup_window: std::time::Duration,
 }
+
+/// The default of [`BrokerConfig::snapshot_period`].
+pub const DEFAULT_SNAPSHOT_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest [`BrokerConfig::snapshot_period`]: the log below the last snapshot is kept until the
+/// next one, so the period bounds how much log a busy partition holds.
+const MAX_SNAPSHOT_PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Bounds of [`BrokerConfig::dedup_window`].
 const MIN_DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
@@ -71,6 +82,7 @@ impl BrokerConfig {
             management_addr,
             queue_capacity: 4096,
             snapshot_interval: 10_000,
+            snapshot_period: DEFAULT_SNAPSHOT_PERIOD,
             processing: ProcessingLimits::default(),
             stall_timeout: std::time::Duration::from_secs(30),
             min_free_disk_bytes: 256 * 1024 * 1024,
@@ -161,6 +173,16 @@ impl BrokerConfig {
                 format!("is {} but must be at least 10 log entries", self.snapshot_interval),
             ));
         }
+        if self.snapshot_period > MAX_SNAPSHOT_PERIOD {
+            return Err(invalid(
+                "snapshot-period",
+                format!(
+                    "is {} s but must be at most {} s: the log is kept from one snapshot to the next",
+                    self.snapshot_period.as_secs(),
+                    MAX_SNAPSHOT_PERIOD.as_secs()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -223,6 +245,17 @@ mod tests {
             assert!(error.contains("dedup-window") && error.contains(&format!("is {seconds} s")), "{error}");
         }
         assert!(BrokerConfig { dedup_window: std::time::Duration::from_secs(30), ..cluster(1, 1) }.validate().is_ok());
+    }
+
+    #[test]
+    fn a_snapshot_period_over_an_hour_is_refused_naming_the_key() {
+        let config = BrokerConfig { snapshot_period: std::time::Duration::from_secs(3601), ..cluster(1, 1) };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("snapshot-period") && error.contains("is 3601 s"), "{error}");
+        for seconds in [0, 3600] {
+            let config = BrokerConfig { snapshot_period: std::time::Duration::from_secs(seconds), ..cluster(1, 1) };
+            assert!(config.validate().is_ok());
+        }
     }
 
     #[test]

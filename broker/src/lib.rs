@@ -32,6 +32,7 @@ pub use config::{BrokerConfig, ConfigError};
 fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+pub use config::DEFAULT_SNAPSHOT_PERIOD;
 pub use dedup::DEFAULT_WINDOW as DEFAULT_DEDUP_WINDOW;
 pub use waggle_engine::processor::ProcessingLimits;
 
@@ -130,6 +131,7 @@ pub async fn start(config: BrokerConfig, shutdown: CancellationToken) -> Result<
             addresses: addresses.clone(),
             queue_capacity: config.queue_capacity,
             snapshot_interval: config.snapshot_interval,
+            snapshot_period: config.snapshot_period,
             processing: config.processing,
             stall_timeout: config.stall_timeout,
             dedup_window: config.dedup_window,

@@ -182,7 +182,11 @@ async fn the_log_is_compacted_below_snapshots_and_a_restart_recovers_from_snapsh
     const INSTANCES: usize = 150;
     let dir = tempfile::tempdir().unwrap();
     let any = "127.0.0.1:0".parse().unwrap();
-    let config = BrokerConfig { snapshot_interval: INTERVAL, ..BrokerConfig::single_node(dir.path().into(), any, any) };
+    let config = BrokerConfig {
+        snapshot_interval: INTERVAL,
+        snapshot_period: Duration::ZERO,
+        ..BrokerConfig::single_node(dir.path().into(), any, any)
+    };
     let shutdown = CancellationToken::new();
     let broker = waggle_broker::start(config.clone(), shutdown.clone()).await.unwrap();
     let deploy = deploy();
@@ -232,6 +236,37 @@ async fn the_log_is_compacted_below_snapshots_and_a_restart_recovers_from_snapsh
     broker.stopped.await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_snapshot_period_no_snapshot_comes_before_the_period_is_over() {
+    const PERIOD: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let config = BrokerConfig {
+        snapshot_interval: 10,
+        snapshot_period: PERIOD,
+        ..BrokerConfig::single_node(dir.path().into(), any, any)
+    };
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let broker = waggle_broker::start(config, shutdown.clone()).await.unwrap();
+    execute_when_leading(broker.command_addr, &deploy()).await;
+    for _ in 0..50 {
+        execute_when_leading(broker.command_addr, &create()).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http_get(broker.management_addr, "/metrics").await;
+        if gauge(&metrics, "waggle_raft_snapshot_index") > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a snapshot follows once the period is over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() >= PERIOD, "the first snapshot waited for the period, although 50 entries were due");
+    shutdown.cancel();
+    broker.stopped.await.unwrap();
+}
+
 fn created_key(result: &CommandResult) -> i64 {
     match result {
         CommandResult::ProcessInstanceCreated(created) => created.process_instance_key,
@@ -253,7 +288,11 @@ async fn a_repeated_request_id_gets_the_first_answer_and_applies_once_even_after
     let dir = tempfile::tempdir().unwrap();
     let any = "127.0.0.1:0".parse().unwrap();
     // Snapshots every 10 entries, so that the memory outlives the log entries that wrote it.
-    let config = BrokerConfig { snapshot_interval: 10, ..BrokerConfig::single_node(dir.path().into(), any, any) };
+    let config = BrokerConfig {
+        snapshot_interval: 10,
+        snapshot_period: Duration::ZERO,
+        ..BrokerConfig::single_node(dir.path().into(), any, any)
+    };
     let shutdown = CancellationToken::new();
     let broker = waggle_broker::start(config.clone(), shutdown.clone()).await.unwrap();
     let addr = broker.command_addr;

@@ -38,6 +38,7 @@ pub struct BrokerSettings {
     pub management_addr: Option<String>,
     pub queue_capacity: Option<usize>,
     pub snapshot_interval: Option<u64>,
+    pub snapshot_period: Option<u64>,
     pub max_steps_per_run: Option<u32>,
     pub max_deferrals_without_wait: Option<u32>,
     pub stall_timeout: Option<u64>,
@@ -93,6 +94,10 @@ pub fn broker_config(given: BrokerSettings, file: BrokerSettings) -> Result<Brok
         )?,
         queue_capacity: given.queue_capacity.or(file.queue_capacity).unwrap_or(4096),
         snapshot_interval: given.snapshot_interval.or(file.snapshot_interval).unwrap_or(10_000),
+        snapshot_period: given
+            .snapshot_period
+            .or(file.snapshot_period)
+            .map_or(waggle_broker::DEFAULT_SNAPSHOT_PERIOD, std::time::Duration::from_secs),
         stall_timeout: std::time::Duration::from_secs(given.stall_timeout.or(file.stall_timeout).unwrap_or(30)),
         min_free_disk_bytes,
         replication_min_free_disk_bytes: given

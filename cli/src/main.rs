@@ -86,9 +86,14 @@ struct BrokerArgs {
     /// Commands a partition queues before answering RESOURCE_EXHAUSTED.
     #[arg(long, env = "WAGGLE_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
-    /// Log entries between two state snapshots; the log is compacted below each snapshot.
+    /// Log entries between two state snapshots at least; the log is compacted below each snapshot
+    /// (default 10000).
     #[arg(long, env = "WAGGLE_SNAPSHOT_INTERVAL")]
     snapshot_interval: Option<u64>,
+    /// Seconds between two state snapshots at least (default 60; 0: a snapshot after every
+    /// snapshot-interval entries, however soon).
+    #[arg(long, env = "WAGGLE_SNAPSHOT_PERIOD")]
+    snapshot_period: Option<u64>,
     /// Element steps one processing run takes before it defers the rest to a later run, so that
     /// other commands interleave with long runs (default 1000).
     #[arg(long, env = "WAGGLE_MAX_STEPS_PER_RUN")]
@@ -213,6 +218,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 management_addr: args.management_addr,
                 queue_capacity: args.queue_capacity,
                 snapshot_interval: args.snapshot_interval,
+                snapshot_period: args.snapshot_period,
                 max_steps_per_run: args.max_steps_per_run,
                 max_deferrals_without_wait: args.max_deferrals_without_wait,
                 stall_timeout: args.stall_timeout,

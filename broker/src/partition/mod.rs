@@ -67,6 +67,37 @@ fn leads_without_quorum(metrics: &openraft::RaftMetrics<u64, BasicNode>) -> bool
         && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > STEP_DOWN_AFTER_MS)
 }
 
+/// How often [`schedule_snapshots`] looks again once a period is over but the log is still short.
+const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Asks raft for a snapshot whenever at least `period` has passed since the last one asked for (or
+/// since the start) and at least `interval` entries were applied since the last snapshot, until
+/// `stop`. openraft's own policy only counts entries; a busy partition fills an interval within
+/// seconds, and each snapshot flushes every memtable and holds writes for a moment.
+async fn schedule_snapshots(raft: Raft, interval: u64, period: Duration, stop: CancellationToken) {
+    let mut due = tokio::time::Instant::now() + period;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let since_last = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            let index = |id: Option<openraft::LogId<u64>>| id.map_or(0, |id| id.index);
+            index(metrics.last_applied).saturating_sub(index(metrics.snapshot))
+        };
+        if since_last < interval {
+            due = tokio::time::Instant::now() + SNAPSHOT_CHECK_EVERY;
+            continue;
+        }
+        if let Err(e) = raft.trigger().snapshot().await {
+            tracing::debug!(error = %e, "could not ask for a snapshot");
+        }
+        due = tokio::time::Instant::now() + period;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
     #[error(transparent)]
@@ -97,6 +128,7 @@ pub struct PartitionSetup {
     pub addresses: Arc<Vec<String>>,
     pub queue_capacity: usize,
     pub snapshot_interval: u64,
+    pub snapshot_period: Duration,
     pub processing: ProcessingLimits,
     pub stall_timeout: Duration,
     /// How long the partition remembers the answer to a request with an id.
@@ -137,7 +169,12 @@ impl Replica {
             heartbeat_interval: 100,
             election_timeout_min: 400,
             election_timeout_max: 800,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(setup.snapshot_interval),
+            // With a period, [`schedule_snapshots`] decides when instead of openraft.
+            snapshot_policy: if setup.snapshot_period.is_zero() {
+                openraft::SnapshotPolicy::LogsSinceLast(setup.snapshot_interval)
+            } else {
+                openraft::SnapshotPolicy::Never
+            },
             // Keep a tenth of an interval below the snapshot, so that a briefly lagging follower
             // catches up from the log instead of needing the whole snapshot.
             max_in_snapshot_log_to_keep: setup.snapshot_interval / 10,
@@ -177,10 +214,14 @@ impl Replica {
                 tracing::debug!(partition = id, error = %e, "could not stand for election");
             }
         }
+        let stop_driver = setup.shutdown.child_token();
+        if !setup.snapshot_period.is_zero() {
+            let (interval, period) = (setup.snapshot_interval, setup.snapshot_period);
+            tokio::spawn(schedule_snapshots(raft.clone(), interval, period, stop_driver.clone()));
+        }
         let (queue, receiver) = mpsc::channel(setup.queue_capacity);
         let db_closed = db.closed();
         let driver_beat = Arc::new(AtomicU64::new(now_millis() as u64));
-        let stop_driver = setup.shutdown.child_token();
         let driver = Driver::new(setup, raft.clone(), db, handoff, receiver, driver_beat.clone());
         let driver = tokio::spawn(driver.run(stop_driver.clone()));
         Ok(Replica { raft, committed, queue, driver: Mutex::new(Some(driver)), stop_driver, db_closed, driver_beat })

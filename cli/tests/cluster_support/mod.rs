@@ -204,6 +204,8 @@ impl Cluster {
                 &management[node].to_string(),
                 "--snapshot-interval",
                 &SNAPSHOT_INTERVAL.to_string(),
+                "--snapshot-period",
+                "0",
             ]
             .map(String::from)
             .to_vec();
