@@ -120,6 +120,14 @@ impl SnapshotStore {
         self.dir.join(format!("{checkpoint}.stream"))
     }
 
+    /// The snapshot `pointer` names: its metadata, and its data as a stream that is serialised from
+    /// the checkpoint only when first read.
+    fn snapshot(&self, pointer: Pointer) -> (Meta, SnapshotStream) {
+        let (checkpoint, stream) = (self.dir.join(&pointer.checkpoint), self.stream_path(&pointer.checkpoint));
+        let data = SnapshotStream::pending(checkpoint, stream, pointer.meta.clone());
+        (pointer.meta, data)
+    }
+
     /// Checkpoints `db` and makes the checkpoint the current snapshot; `meta` gives its raft
     /// metadata from the checkpoint's own state (the applied log id and membership, which is why it
     /// reads the checkpoint rather than the live database that goes on changing), and `stream`, if
@@ -141,12 +149,7 @@ impl SnapshotStore {
         let meta = meta(&open_checkpoint(&path)?, name.clone())?;
         if let Some(current) = self.pointer()?.filter(|current| current.meta.last_log_id > meta.last_log_id) {
             self.remove_all_but(&current.checkpoint);
-            let stream = SnapshotStream::pending(
-                self.dir.join(&current.checkpoint),
-                self.stream_path(&current.checkpoint),
-                current.meta.clone(),
-            );
-            return Ok((current.meta, stream));
+            return Ok(self.snapshot(current));
         }
         if let Some(stream) = stream {
             std::fs::rename(stream, self.stream_path(&name)).map_err(io("keeping the received snapshot"))?;
@@ -154,8 +157,7 @@ impl SnapshotStore {
         let pointer = Pointer { checkpoint: name.clone(), meta };
         write_durably(&self.pointer_path(), &crate::raft::encode(&pointer))?;
         self.remove_all_but(&name);
-        let stream = SnapshotStream::pending(path, self.stream_path(&name), pointer.meta.clone());
-        Ok((pointer.meta, stream))
+        Ok(self.snapshot(pointer))
     }
 
     fn pointer(&self) -> Result<Option<Pointer>, SnapshotError> {
@@ -195,10 +197,8 @@ impl SnapshotStore {
     /// The current snapshot, if there is one: its metadata, and its data as a stream that is
     /// serialised from the checkpoint only when first read.
     pub fn current(&self) -> Result<Option<(Meta, SnapshotStream)>, SnapshotError> {
-        if let Some(Pointer { checkpoint, meta }) = self.pointer()? {
-            let stream = self.stream_path(&checkpoint);
-            let data = SnapshotStream::pending(self.dir.join(checkpoint), stream, meta.clone());
-            return Ok(Some((meta, data)));
+        if let Some(pointer) = self.pointer()? {
+            return Ok(Some(self.snapshot(pointer)));
         }
         let mut file = match File::open(&self.legacy) {
             Ok(file) => file,
