@@ -36,13 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A port still held by an earlier run (a process that is still shutting down) would make a new process
-# fail to bind, or worse, make the readiness check below talk to the old one.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 26500 9700 26601 26602 9600 26611 26612 9610 26621 26622 9620; do
-    for _ in $(seq 1 50); do port_free "$port" && break; sleep 0.2; done
-    port_free "$port" || { echo "port $port is in use; stop what holds it first" >&2; exit 1; }
-done
+# shellcheck source=benches/ports.sh
+source "$root/benches/ports.sh"
+wait_for_free_ports 26500 9700 26601 26602 9600 26611 26612 9610 26621 26622 9620
 
 peers=127.0.0.1:26602,127.0.0.1:26612,127.0.0.1:26622
 for n in 0 1 2; do

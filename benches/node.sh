@@ -36,13 +36,9 @@ cleanup() {
 trap cleanup EXIT
 
 ports=(--grpc-addr 127.0.0.1:26500 --command-addr 127.0.0.1:26501 --management-addr 127.0.0.1:9600)
-# A port still held by an earlier run (a node that is still shutting down) would make the new node
-# fail to bind, or worse, make the readiness check below talk to the old one.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 26500 26501 9600; do
-    for _ in $(seq 1 50); do port_free "$port" && break; sleep 0.2; done
-    port_free "$port" || { echo "port $port is in use; stop what holds it first" >&2; exit 1; }
-done
+# shellcheck source=benches/ports.sh
+source "$root/benches/ports.sh"
+wait_for_free_ports 26500 26501 9600
 if [[ -n $profile ]]; then
     perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -o "$profile/perf.data" -- \
         "$waggle" dev --data-dir "$work/data" "${ports[@]}" >"$work/node.log" 2>&1 &
