@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the one command README.md names and .ci/run calls.
 #   1. scripts/setup.sh: system packages and the real Zeebe clients (quick when already installed);
-#   2. formatting;
+#   2. formatting, and clippy with warnings as errors;
 #   3. the Rust workspace: unit, conformance and integration tests (RocksDB on disk, gRPC on loopback);
 #   4. the operator's static checks (CRD drift, helm lint/template, offline schema validation), then
 #      its integration suite against a real Kubernetes control plane (scripts/operator-kube-tests.sh:
@@ -30,6 +30,9 @@ cargo fmt --all -- --check
 
 step "build"
 cargo build --release --workspace --all-targets
+
+step "lints"
+cargo clippy --release --workspace --all-targets -- -D warnings
 
 step "rust tests"
 cargo test --release --workspace --no-fail-fast

@@ -234,9 +234,7 @@ async fn worker(mut client: GatewayClient<Channel>) -> anyhow::Result<()> {
     while let Some(job) = jobs.message().await? {
         let mut client = client.clone();
         completions.spawn(async move {
-            client
-                .complete_job(CompleteJobRequest { job_key: job.key, variables: "{}".into(), ..Default::default() })
-                .await
+            client.complete_job(CompleteJobRequest { job_key: job.key, variables: "{}".into() }).await
         });
         while let Some(done) = completions.try_join_next() {
             done??;

@@ -18,7 +18,6 @@
 mod cluster_support;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cluster_support::checks::{
@@ -30,7 +29,7 @@ use cluster_support::{Cluster, Network, BROKERS, PARTITIONS, SNAPSHOT_INTERVAL};
 
 /// The tests assert on timings and each runs four processes; two clusters at once would compete for
 /// the same few cores, so the tests take turns.
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long after a leader dies a new leader for every partition, and acknowledged creations on
 /// every partition, must appear. Elections time out after 0.4 to 0.8 s.
@@ -45,7 +44,7 @@ const ISOLATION_SETTLE: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_work_survives_killing_a_leader() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start(Network::Direct).await;
     let clock = cluster.clock;
     let workload = start_load(&cluster).await;
@@ -97,7 +96,7 @@ async fn acknowledged_work_survives_killing_a_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_leader_acknowledges_nothing_and_nothing_is_lost() {
-    let _turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start(Network::Proxied).await;
     let clock = cluster.clock;
     let workload = start_load(&cluster).await;

@@ -4,6 +4,10 @@
 //! engine; the state machine applies their events to the partition's state on every replica. The log
 //! store and the state machine share the partition's RocksDB database (different column families).
 
+// openraft's `StorageError` is large, and its storage traits return it by value; the helpers here
+// return what those traits need.
+#![allow(clippy::result_large_err)]
+
 pub mod handoff;
 pub mod log_store;
 pub mod network;

@@ -285,7 +285,6 @@ fn serialise(checkpoint: &Path, stream: &Path, meta: &Meta, now: i64) -> Result<
             frame(FRAME_ANSWER, &key, &value)?;
         }
     }
-    drop(frame);
     out.write_all(&[FRAME_END]).and_then(|_| out.flush()).map_err(io(context()))?;
     drop(out);
     std::fs::rename(&tmp, stream).map_err(io(format!("naming {}", stream.display())))?;
@@ -661,7 +660,7 @@ mod tests {
         .unwrap();
         let whole = std::fs::read(&path).unwrap();
         std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
-        let error = read_all(&path).err().expect("refused");
+        let error = read_all(&path).expect_err("refused");
         assert!(error.to_string().contains("ends early"), "{error}");
         let untouched = contents(&db);
         assert!(install(&db, &path).is_err());
@@ -705,7 +704,7 @@ mod tests {
     fn a_snapshot_of_a_newer_format_is_refused_saying_so() {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), crate::raft::encode(&(STREAM_FORMAT_VERSION + 1))).unwrap();
-        let error = read_all(file.path()).err().expect("refused");
+        let error = read_all(file.path()).expect_err("refused");
         assert!(error.to_string().contains("newer than this broker"), "{error}");
     }
 }

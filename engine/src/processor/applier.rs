@@ -53,11 +53,7 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
         (
             Intent::ProcessInstanceCreation(ProcessInstanceCreationIntent::Created),
             RecordValue::ProcessInstanceCreation(c),
-        ) => {
-            if c.await_result {
-                elements::set_awaited_result(kv, c.process_instance_key, &c.fetch_variables);
-            }
-        }
+        ) if c.await_result => elements::set_awaited_result(kv, c.process_instance_key, &c.fetch_variables),
         (Intent::Job(intent), RecordValue::Job(job)) => apply_job(kv, *intent, record.key, job),
         (Intent::JobBatch(JobBatchIntent::Activated), RecordValue::JobBatch(batch)) => {
             for (job_key, activated) in batch.job_keys.iter().zip(&batch.jobs) {
@@ -87,10 +83,8 @@ pub(super) fn apply(kv: &mut dyn KvWrite, models: &mut ModelCache, partition_id:
                 }
             }
         }
-        (Intent::Message(MessageIntent::Published), RecordValue::Message(m)) => {
-            if m.time_to_live > 0 {
-                messages::insert(kv, record.key, m);
-            }
+        (Intent::Message(MessageIntent::Published), RecordValue::Message(m)) if m.time_to_live > 0 => {
+            messages::insert(kv, record.key, m)
         }
         (Intent::Message(MessageIntent::Expired), RecordValue::Message(_)) => messages::remove(kv, record.key),
         (Intent::MessageSubscription(intent), RecordValue::MessageSubscription(s)) => match intent {

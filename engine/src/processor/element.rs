@@ -545,16 +545,14 @@ impl Ctx<'_> {
         }
         self.resolve_incidents_of(key);
         self.lifecycle_event(&instance, ProcessInstanceIntent::ElementTerminated);
-        if instance.record.flow_scope_key <= 0 {
-            if elements::awaited_result(&*self.kv, key).is_some() {
-                self.out.finished_instances.push((
-                    key,
-                    CommandResult::Rejected {
-                        kind: RejectionType::InvalidState,
-                        reason: format!("The process instance '{key}' was terminated before it completed"),
-                    },
-                ));
-            }
+        if instance.record.flow_scope_key <= 0 && elements::awaited_result(&*self.kv, key).is_some() {
+            self.out.finished_instances.push((
+                key,
+                CommandResult::Rejected {
+                    kind: RejectionType::InvalidState,
+                    reason: format!("The process instance '{key}' was terminated before it completed"),
+                },
+            ));
         }
     }
 
