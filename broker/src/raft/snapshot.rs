@@ -64,6 +64,8 @@ pub enum SnapshotError {
     Rocks { context: String, source: rocksdb::Error },
     #[error("the snapshot is not readable: {0}")]
     Format(String),
+    #[error("the snapshot task stopped before it finished: {0}")]
+    Stopped(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapshotError {
@@ -129,14 +131,15 @@ impl SnapshotStore {
     }
 
     /// Checkpoints `db` and makes the checkpoint the current snapshot; `meta` gives its raft
-    /// metadata from the checkpoint's own state (the applied log id and membership, which is why it
-    /// reads the checkpoint rather than the live database that goes on changing), and `stream`, if
+    /// metadata, given the checkpoint's directory (a build reads the applied log id and membership
+    /// from the checkpoint itself, not from the live database that goes on changing; an install
+    /// already knows them), and `stream`, if
     /// given, is a serialised form of the same state to keep for followers. If the current snapshot
     /// is already further along (an install overtook a build), it stays current and is returned.
     pub fn take(
         &self,
         db: &Database,
-        meta: impl FnOnce(&DB, String) -> Result<Meta, SnapshotError>,
+        meta: impl FnOnce(&Path, String) -> Result<Meta, SnapshotError>,
         stream: Option<&Path>,
     ) -> Result<(Meta, SnapshotStream), SnapshotError> {
         let _taking = self.taking.lock().expect("taking a snapshot never panics while holding the lock");
@@ -146,7 +149,7 @@ impl SnapshotStore {
         Checkpoint::new(&**db)
             .and_then(|checkpoint| checkpoint.create_checkpoint(&path))
             .map_err(rocks("creating a checkpoint"))?;
-        let meta = meta(&open_checkpoint(&path)?, name.clone())?;
+        let meta = meta(&path, name.clone())?;
         if let Some(current) = self.pointer()?.filter(|current| current.meta.last_log_id > meta.last_log_id) {
             self.remove_all_but(&current.checkpoint);
             return Ok(self.snapshot(current));
@@ -233,7 +236,7 @@ impl SnapshotStore {
 }
 
 /// Opens a checkpoint's database for reading.
-fn open_checkpoint(path: &Path) -> Result<DB, SnapshotError> {
+pub fn open_checkpoint(path: &Path) -> Result<DB, SnapshotError> {
     DB::open_cf_for_read_only(&Options::default(), path, [CF_LOG, CF_RAFT, CF_STATE, CF_ANSWERS], false)
         .map_err(rocks(format!("opening checkpoint {}", path.display())))
 }
@@ -646,18 +649,11 @@ mod tests {
     fn a_truncated_stream_is_refused_saying_so() {
         let dir = tempfile::tempdir().unwrap();
         let db = filled(dir.path(), crate::now_millis());
+        let store = SnapshotStore::new(dir.path());
+        store.take(&db, |_, name| Ok(meta(&name)), None).unwrap();
+        let checkpoint = store.dir.join(store.pointer().unwrap().unwrap().checkpoint);
         let path = dir.path().join("cut.stream");
-        serialise(
-            &{
-                let store = SnapshotStore::new(dir.path());
-                store.take(&db, |_, name| Ok(meta(&name)), None).unwrap();
-                store.dir.join(store.pointer().unwrap().unwrap().checkpoint)
-            },
-            &path,
-            &meta("m"),
-            crate::now_millis(),
-        )
-        .unwrap();
+        serialise(&checkpoint, &path, &meta("m"), crate::now_millis()).unwrap();
         let whole = std::fs::read(&path).unwrap();
         std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
         let error = read_all(&path).expect_err("refused");

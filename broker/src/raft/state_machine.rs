@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, StorageError, StoredMembership};
-use rocksdb::{WriteBatch, DB};
+use rocksdb::WriteBatch;
 use serde::Deserialize;
 use waggle_engine::processor::Engine;
 use waggle_engine::state::{KvRead, KvWrite, Overlay};
@@ -68,14 +68,16 @@ fn snapshot_error(subject: ErrorSubject<u64>, verb: ErrorVerb) -> impl FnOnce(Sn
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
 ) -> Result<T, SnapshotError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| SnapshotError::Format(format!("snapshot task failed: {e}")))?
+    tokio::task::spawn_blocking(work).await.map_err(|e| SnapshotError::Stopped(e.to_string()))?
 }
 
-/// The raft metadata of a checkpoint named `name`, from the applied log id and membership it holds.
-fn checkpoint_meta(checkpoint: &DB, name: String) -> Result<snapshot::Meta, SnapshotError> {
+/// The raft metadata of the checkpoint `name` at `path`, from the applied log id and membership it
+/// holds.
+fn checkpoint_meta(path: &std::path::Path, name: String) -> Result<snapshot::Meta, SnapshotError> {
+    let checkpoint = snapshot::open_checkpoint(path)?;
     let read = |key: &[u8]| {
         checkpoint
-            .get_cf(cf(checkpoint, CF_STATE), key)
+            .get_cf(cf(&checkpoint, CF_STATE), key)
             .map_err(|source| SnapshotError::Rocks { context: "reading a checkpoint's position".into(), source })
     };
     let format = |e: postcard::Error| SnapshotError::Format(e.to_string());
